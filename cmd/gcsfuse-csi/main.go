@@ -1,0 +1,57 @@
+// Command gcsfuse-csi is a CSI driver that mounts Google Cloud Storage
+// buckets into pods through gcsfuse.
+//
+//	gcsfuse-csi node [flags]   CSI Identity + Node service (privileged)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		klog.ErrorS(err, "exiting")
+		klog.Flush()
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node [flags]   (gcsfuse-csi node --help lists the flags)")
+		return fmt.Errorf("no mode given")
+	}
+	if args[0] == "version" {
+		fmt.Println(driver.Version)
+		return nil
+	}
+	if args[0] != "node" {
+		return fmt.Errorf("unknown mode %q: want node", args[0])
+	}
+	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	var opts driver.Options
+	opts.AddFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	d, err := driver.New(opts, driver.Deps{})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return d.Run(ctx)
+}

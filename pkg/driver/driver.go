@@ -1,0 +1,170 @@
+// Package driver implements the CSI Identity and Node services.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/gcs"
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
+)
+
+// Version is the driver version, set at build time with -ldflags.
+var Version = "dev"
+
+// Driver serves the CSI Identity and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+
+	opts    Options
+	mounter *mounter.Mounter
+	// ready reports whether the node can serve mounts (Probe).
+	ready func() error
+
+	targetLocks  tryLocks   // NodePublish/NodeUnpublish, by target path
+	volumeLocks  tryLocks   // NodeStage/NodeUnstage, by volume id
+	sessionLocks keyedMutex // inline sessions, by mount point
+}
+
+// Deps are the OS-facing parts of the driver; nil fields get the real ones.
+type Deps struct {
+	Mount  mount.Interface
+	FUSE   mounter.FUSE
+	Daemon mounter.Daemon
+	Check  mounter.BucketChecker
+	Ready  func() error
+}
+
+// New builds a node driver from validated options. It does no network I/O.
+func New(opts Options, deps Deps) (*Driver, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	bin := opts.GCSFuseBinary
+	if deps.Mount == nil {
+		deps.Mount = mount.New("")
+	}
+	if deps.FUSE == nil {
+		deps.FUSE = mounter.KernelFUSE{}
+	}
+	if deps.Daemon == nil {
+		path, err := exec.LookPath(bin)
+		if err != nil {
+			return nil, fmt.Errorf("--gcsfuse=%q: %w", bin, err)
+		}
+		bin = path
+		deps.Daemon = mounter.NewProcessDaemon(bin)
+	}
+	if deps.Check == nil {
+		deps.Check = &gcs.Checker{Endpoint: opts.GCSEndpoint}
+	}
+	if deps.Ready == nil {
+		deps.Ready = func() error { return nodeReady(bin, opts.StateDir) }
+	}
+	if err := os.MkdirAll(filepath.Join(opts.StateDir, inlineDir), 0o700); err != nil {
+		return nil, fmt.Errorf("--state-dir=%q: %w", opts.StateDir, err)
+	}
+	cfg := mounter.Config{
+		StateDir:         opts.StateDir,
+		Endpoint:         opts.GCSEndpoint,
+		Anonymous:        opts.Anonymous,
+		MaxRetryAttempts: opts.MaxRetryAttempts,
+		AtomicRename:     opts.AtomicRename,
+		MountTimeout:     opts.MountTimeout,
+	}
+	return &Driver{
+		opts:    opts,
+		mounter: mounter.New(cfg, deps.Mount, deps.FUSE, deps.Daemon, deps.Check),
+		ready:   deps.Ready,
+	}, nil
+}
+
+// nodeReady is true when a mount could be made right now: /dev/fuse opens,
+// gcsfuse is executable, and the state dir is writable.
+func nodeReady(gcsfuse, stateDir string) error {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("/dev/fuse: %w", err)
+	}
+	f.Close()
+	if fi, err := os.Stat(gcsfuse); err != nil || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("gcsfuse binary %q is not executable: %v", gcsfuse, err)
+	}
+	probe, err := os.CreateTemp(stateDir, ".probe-")
+	if err != nil {
+		return fmt.Errorf("state dir %q is not writable: %w", stateDir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// Run serves CSI on the endpoint until ctx ends, then stops gracefully.
+// Mounts are left in place: stopping the driver never unmounts a volume.
+func (d *Driver) Run(ctx context.Context) error {
+	sock, _ := d.opts.socketPath()
+	if err := os.MkdirAll(filepath.Dir(sock), 0o750); err != nil {
+		return fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove stale socket %q: %w", sock, err)
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %q: %w", sock, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+	csi.RegisterIdentityServer(srv, d)
+	csi.RegisterNodeServer(srv, d)
+	klog.InfoS("serving CSI", "driver", d.opts.DriverName, "version", Version, "node", d.opts.NodeID, "endpoint", d.opts.Endpoint)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	klog.InfoS("stopped serving CSI")
+	return nil
+}
+
+// logCalls logs every call at V(4), payloads at V(5) with secrets stripped,
+// and every failure with its code.
+func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	if klog.V(5).Enabled() {
+		klog.InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+	}
+	resp, err := handler(ctx, req)
+	if err != nil {
+		st := status.Convert(err)
+		klog.ErrorS(nil, "call failed", "method", info.FullMethod, "code", st.Code(), "message", st.Message(), "duration", time.Since(start))
+	} else {
+		klog.V(4).InfoS("call", "method", info.FullMethod, "duration", time.Since(start))
+	}
+	return resp, err
+}

@@ -1,0 +1,184 @@
+package driver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
+)
+
+// inlineDir (under the state dir) holds the shared mounts of inline volumes.
+const inlineDir = "inline"
+
+var nodeCapabilities = []csi.NodeServiceCapability_RPC_Type{
+	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+	csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP,
+	csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+}
+
+// NodeGetCapabilities lists what the node service implements.
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	caps := make([]*csi.NodeServiceCapability, 0, len(nodeCapabilities))
+	for _, c := range nodeCapabilities {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: c}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// NodeGetInfo returns the node id; buckets are reachable from every node.
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
+}
+
+// NodeStageVolume mounts a persistent volume once per node at the staging
+// path, served by one gcsfuse that every pod of the node shares.
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	r, err := parseStage(req)
+	if err != nil {
+		return nil, err
+	}
+	if !d.volumeLocks.TryAcquire(r.volumeID) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", r.volumeID)
+	}
+	defer d.volumeLocks.Release(r.volumeID)
+	if err := d.mounter.EnsureMounted(ctx, r.stagingPath, r.volume); err != nil {
+		return nil, toStatus("stage volume "+r.volumeID, err)
+	}
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// NodeUnstageVolume unmounts the staging path and stops its gcsfuse.
+func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	path, err := cleanPath("staging_target_path", req.GetStagingTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	if !d.volumeLocks.TryAcquire(req.GetVolumeId()) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	}
+	defer d.volumeLocks.Release(req.GetVolumeId())
+	// Stopping gcsfuse under a pod that still uses it would lose its
+	// unflushed writes: refuse until every target is unpublished.
+	if n, err := d.mounter.Users(path); err != nil {
+		return nil, toStatus("unstage volume "+req.GetVolumeId(), err)
+	} else if n > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is still published at %d target(s); unpublish them first", req.GetVolumeId(), n)
+	}
+	if err := d.mounter.Teardown(ctx, path); err != nil {
+		return nil, toStatus("unstage volume "+req.GetVolumeId(), err)
+	}
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// NodePublishVolume bind-mounts a staged volume, or an inline volume's
+// shared mount, into the pod's target path.
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	r, err := parsePublish(req)
+	if err != nil {
+		return nil, err
+	}
+	if !d.targetLocks.TryAcquire(r.targetPath) {
+		return nil, status.Errorf(codes.Aborted, "an operation on target %q is already in progress", r.targetPath)
+	}
+	defer d.targetLocks.Release(r.targetPath)
+	if r.ephemeral {
+		err = d.publishInline(ctx, r)
+	} else {
+		err = d.publishStaged(r)
+	}
+	if err != nil {
+		return nil, toStatus("publish volume "+r.volumeID, err)
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+func (d *Driver) publishStaged(r *publishRequest) error {
+	state, mp, err := d.mounter.Inspect(r.stagingPath)
+	if err != nil {
+		return err
+	}
+	want := mounter.Source(r.volume.Bucket, mounter.SessionID(r.stagingPath, r.volume))
+	switch {
+	case state == mounter.NotMounted:
+		return status.Errorf(codes.FailedPrecondition, "volume %q is not staged at %q; NodeStageVolume must succeed first", r.volumeID, r.stagingPath)
+	case state == mounter.Corrupted:
+		return status.Errorf(codes.FailedPrecondition, "the staged mount of volume %q at %q is not answering (its gcsfuse died or hangs); it is re-mounted by the next NodeStageVolume", r.volumeID, r.stagingPath)
+	case mp.Device != want:
+		return status.Errorf(codes.FailedPrecondition, "volume %q is staged at %q with other options than this publish asks for (for example another fsGroup or mount options)", r.volumeID, r.stagingPath)
+	}
+	return d.mounter.Bind(r.stagingPath, r.targetPath, r.readOnly)
+}
+
+// publishInline mounts (or reuses) the one gcsfuse serving this bucket with
+// these options, then binds it into the target. The session lock covers both
+// steps so a concurrent unpublish cannot tear the session down in between.
+func (d *Driver) publishInline(ctx context.Context, r *publishRequest) error {
+	sum := sha256.Sum256([]byte(r.volume.Key()))
+	mp := filepath.Join(d.opts.StateDir, inlineDir, hex.EncodeToString(sum[:8]))
+	unlock := d.sessionLocks.Lock(mp)
+	defer unlock()
+	if err := d.mounter.EnsureMounted(ctx, mp, r.volume); err != nil {
+		return err
+	}
+	if err := d.mounter.Bind(mp, r.targetPath, r.readOnly); err != nil {
+		d.releaseSession(ctx, mp)
+		return err
+	}
+	return nil
+}
+
+// NodeUnpublishVolume removes the target's bind mount; the last target of an
+// inline session also stops its gcsfuse.
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	target, err := cleanPath("target_path", req.GetTargetPath())
+	if err != nil {
+		return nil, err
+	}
+	if !d.targetLocks.TryAcquire(target) {
+		return nil, status.Errorf(codes.Aborted, "an operation on target %q is already in progress", target)
+	}
+	defer d.targetLocks.Release(target)
+	source, err := d.mounter.Unbind(target)
+	if err != nil {
+		return nil, toStatus("unpublish volume "+req.GetVolumeId(), err)
+	}
+	if source == "" {
+		return &csi.NodeUnpublishVolumeResponse{}, nil
+	}
+	mp, inline, err := d.mounter.SessionMount(source, filepath.Join(d.opts.StateDir, inlineDir))
+	if err != nil {
+		return nil, toStatus("unpublish volume "+req.GetVolumeId(), err)
+	}
+	if inline {
+		unlock := d.sessionLocks.Lock(mp)
+		defer unlock()
+		if err := d.releaseSession(ctx, mp); err != nil {
+			return nil, toStatus("unpublish volume "+req.GetVolumeId(), err)
+		}
+	}
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// releaseSession tears an inline session down once no target uses it.
+// The caller holds the session lock.
+func (d *Driver) releaseSession(ctx context.Context, mp string) error {
+	n, err := d.mounter.Users(mp)
+	if err != nil || n > 0 {
+		return err
+	}
+	klog.V(2).InfoS("last user of inline session gone; unmounting", "path", mp)
+	return d.mounter.Teardown(ctx, mp)
+}

@@ -1,0 +1,90 @@
+package driver
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// DefaultDriverName is the CSI driver name. It lives under a domain the
+// project controls (its GitHub Pages host) and differs from GKE's
+// gcsfuse.csi.storage.gke.io, so both drivers can run in one cluster.
+const DefaultDriverName = "gcsfuse-csi.github.io"
+
+// Options configure the node driver.
+type Options struct {
+	Endpoint         string // unix:///path/to/csi.sock
+	DriverName       string
+	NodeID           string
+	StateDir         string
+	GCSFuseBinary    string
+	GCSEndpoint      string // custom GCS JSON API endpoint for gcsfuse and the driver
+	Anonymous        bool
+	AtomicRename     bool
+	MaxRetryAttempts int
+	MountTimeout     time.Duration
+}
+
+// AddFlags registers the options on fs with their defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&o.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint (unix socket)")
+	fs.StringVar(&o.DriverName, "driver-name", DefaultDriverName, "CSI driver name")
+	fs.StringVar(&o.NodeID, "node-id", host, "node id reported to the CO (the Kubernetes node name)")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/gcsfuse-csi", "driver-owned directory for inline volume mounts, caches and temp files")
+	fs.StringVar(&o.GCSFuseBinary, "gcsfuse", "gcsfuse", "gcsfuse binary (path, or name looked up in PATH)")
+	fs.StringVar(&o.GCSEndpoint, "gcs-endpoint", "", "custom GCS JSON API endpoint, e.g. http://127.0.0.1:4443/storage/v1/ (emulators, private endpoints); empty: Google's")
+	fs.BoolVar(&o.Anonymous, "anonymous", false, "access buckets without credentials unless a volume sets anonymousAccess")
+	fs.BoolVar(&o.AtomicRename, "atomic-rename", true, "let gcsfuse rename with the moveObject API (emulators without it need false)")
+	fs.IntVar(&o.MaxRetryAttempts, "max-retry-attempts", 5, "default bound on gcsfuse attempts per GCS call (1-30)")
+	fs.DurationVar(&o.MountTimeout, "mount-timeout", 30*time.Second, "how long gcsfuse may take to start answering")
+}
+
+var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// Validate checks every option and names the bad flag.
+func (o *Options) Validate() error {
+	var errs []error
+	if _, err := o.socketPath(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(o.DriverName) > 63 || !dns1123Subdomain.MatchString(o.DriverName) {
+		errs = append(errs, fmt.Errorf("--driver-name=%q: want a DNS subdomain of at most 63 characters", o.DriverName))
+	}
+	if strings.TrimSpace(o.NodeID) == "" {
+		errs = append(errs, errors.New("--node-id: required"))
+	}
+	if !filepath.IsAbs(o.StateDir) {
+		errs = append(errs, fmt.Errorf("--state-dir=%q: want an absolute path", o.StateDir))
+	}
+	if o.GCSFuseBinary == "" {
+		errs = append(errs, errors.New("--gcsfuse: required"))
+	}
+	if o.GCSEndpoint != "" {
+		u, err := url.Parse(o.GCSEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--gcs-endpoint=%q: want an http(s) URL such as http://127.0.0.1:4443/storage/v1/", o.GCSEndpoint))
+		}
+	}
+	if o.MaxRetryAttempts < 1 || o.MaxRetryAttempts > 30 {
+		errs = append(errs, fmt.Errorf("--max-retry-attempts=%d: want 1 to 30 (unbounded retries hang a dead mount)", o.MaxRetryAttempts))
+	}
+	if o.MountTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--mount-timeout=%s: want a positive duration", o.MountTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) socketPath() (string, error) {
+	u, err := url.Parse(o.Endpoint)
+	if err != nil || u.Scheme != "unix" || (u.Path == "" && u.Host == "") {
+		return "", fmt.Errorf("--endpoint=%q: want unix:///absolute/path.sock", o.Endpoint)
+	}
+	return u.Host + u.Path, nil
+}

@@ -1,0 +1,103 @@
+// Package fake provides in-memory FUSE and Daemon implementations for unit
+// tests of the node driver's edge cases, on top of mount.FakeMounter.
+package fake
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
+	mount "k8s.io/mount-utils"
+)
+
+// FUSE records FUSE mounts in a FakeMounter's table.
+type FUSE struct {
+	Mounter *mount.FakeMounter
+	Err     error // returned by every Mount when set
+}
+
+// Mount implements mounter.FUSE.
+func (f *FUSE) Mount(source, target string, kernelOptions []string) (*os.File, error) {
+	if f.Err != nil {
+		return nil, f.Err
+	}
+	if err := f.Mounter.Mount(source, target, mounter.FUSEType, kernelOptions); err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	w.Close()
+	return r, nil
+}
+
+// Daemon pretends to run gcsfuse sessions.
+type Daemon struct {
+	mu      sync.Mutex
+	Running map[string]mounter.Session
+	Dead    map[string]error // sessions that exited, with their error
+	Starts  int
+	Stops   int
+}
+
+// NewDaemon returns an empty fake Daemon.
+func NewDaemon() *Daemon {
+	return &Daemon{Running: map[string]mounter.Session{}, Dead: map[string]error{}}
+}
+
+// Start implements mounter.Daemon.
+func (d *Daemon) Start(_ context.Context, s mounter.Session, dev *os.File) error {
+	dev.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Starts++
+	d.Running[s.ID] = s
+	delete(d.Dead, s.ID)
+	return nil
+}
+
+// Status implements mounter.Daemon.
+func (d *Daemon) Status(id string) (mounter.SessionStatus, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err, ok := d.Dead[id]; ok {
+		return mounter.SessionStatus{Err: err}, nil
+	}
+	if _, ok := d.Running[id]; ok {
+		return mounter.SessionStatus{Running: true}, nil
+	}
+	return mounter.SessionStatus{}, mounter.ErrUnknownSession
+}
+
+// Stop implements mounter.Daemon.
+func (d *Daemon) Stop(_ context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.Running[id]; ok {
+		d.Stops++
+	}
+	delete(d.Running, id)
+	delete(d.Dead, id)
+	return nil
+}
+
+// Kill marks a running session as exited with err.
+func (d *Daemon) Kill(id string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		err = errors.New("killed")
+	}
+	delete(d.Running, id)
+	d.Dead[id] = err
+}
+
+// Count returns the number of running sessions.
+func (d *Daemon) Count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.Running)
+}

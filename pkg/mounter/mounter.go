@@ -1,0 +1,451 @@
+// Package mounter does everything the node driver does to the OS: FUSE
+// mounts served by gcsfuse, bind mounts into pods, and reading the mount
+// table. Session membership is read from the mount table, never kept only in
+// memory: every FUSE mount has the source "bucket:sid", and bind mounts of it
+// show the same source.
+package mounter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+)
+
+// Errors the driver maps to gRPC codes.
+var (
+	// ErrConflict: the path already serves something else.
+	ErrConflict = errors.New("conflict")
+	// ErrNotOurs: the path has a mount this driver did not make.
+	ErrNotOurs = errors.New("not a mount of this driver")
+	// ErrNotMounted: a source that should be mounted is not.
+	ErrNotMounted = errors.New("not mounted")
+	// ErrTimeout: gcsfuse did not answer in time.
+	ErrTimeout = errors.New("timed out")
+)
+
+// BucketChecker verifies a bucket (and directory) can be listed with the
+// volume's credentials before a mount is made for it.
+type BucketChecker interface {
+	Check(ctx context.Context, bucket, dir string, anonymous bool) error
+}
+
+// Config holds the driver-wide gcsfuse settings no volume may change.
+type Config struct {
+	StateDir         string        // driver-owned: inline mounts, caches, temp files
+	Endpoint         string        // custom GCS JSON API endpoint; "" is Google's
+	Anonymous        bool          // anonymous access unless a volume says otherwise
+	MaxRetryAttempts int           // default bound on GCS retries
+	AtomicRename     bool          // false for emulators without the moveObject API
+	MountTimeout     time.Duration // gcsfuse start-up budget
+	CheckTimeout     time.Duration // budget for a stat or unmount that may hang
+}
+
+// Mounter makes and removes gcsfuse mounts and bind mounts.
+type Mounter struct {
+	mount.Interface // bind mounts, unmounts and the mount table
+	fuse            FUSE
+	daemon          Daemon
+	check           BucketChecker
+	cfg             Config
+}
+
+// New returns a Mounter. check may be nil (no bucket check).
+func New(cfg Config, mi mount.Interface, fuse FUSE, daemon Daemon, check BucketChecker) *Mounter {
+	if cfg.MountTimeout == 0 {
+		cfg.MountTimeout = 30 * time.Second
+	}
+	if cfg.CheckTimeout == 0 {
+		cfg.CheckTimeout = 5 * time.Second
+	}
+	return &Mounter{Interface: mi, fuse: fuse, daemon: daemon, check: check, cfg: cfg}
+}
+
+// State is what the mount table and a bounded stat say about a path.
+type State int
+
+// States of a path.
+const (
+	NotMounted State = iota
+	Mounted
+	Corrupted // listed in the mount table but ENOTCONN, EIO, or hung
+)
+
+func (s State) String() string { return [...]string{"not mounted", "mounted", "corrupted"}[s] }
+
+// Inspect reads the mount table for path, then checks a listed mount with a
+// stat bounded by CheckTimeout. It never blocks on a hung FUSE daemon.
+func (m *Mounter) Inspect(path string) (State, mount.MountPoint, error) {
+	mp, ok, err := m.lookup(path)
+	if err != nil || !ok {
+		return NotMounted, mp, err
+	}
+	type result struct{ err error }
+	done := make(chan result, 1)
+	go func() {
+		_, err := m.IsLikelyNotMountPoint(path)
+		done <- result{err}
+	}()
+	select {
+	case r := <-done:
+		if r.err == nil {
+			return Mounted, mp, nil
+		}
+		if mount.IsCorruptedMnt(r.err) {
+			return Corrupted, mp, nil
+		}
+		return NotMounted, mp, fmt.Errorf("check mount %q: %w", path, r.err)
+	case <-time.After(m.cfg.CheckTimeout):
+		klog.InfoS("mount check timed out; treating the mount as corrupted", "path", path, "timeout", m.cfg.CheckTimeout)
+		return Corrupted, mp, nil
+	}
+}
+
+// lookup finds path in the mount table (the topmost mount if stacked).
+func (m *Mounter) lookup(path string) (mount.MountPoint, bool, error) {
+	mps, err := m.List()
+	if err != nil {
+		return mount.MountPoint{}, false, fmt.Errorf("read mount table: %w", err)
+	}
+	path = filepath.Clean(path)
+	for i := len(mps) - 1; i >= 0; i-- {
+		if mps[i].Path == path {
+			return mps[i], true, nil
+		}
+	}
+	return mount.MountPoint{}, false, nil
+}
+
+// Source is the mount source of a session's FUSE mount and of its binds.
+func Source(bucket, sid string) string { return bucket + ":" + sid }
+
+// sessionOf returns the session id in a mount source made by Source.
+func sessionOf(mp mount.MountPoint) (string, bool) {
+	if mp.Type != FUSEType {
+		return "", false
+	}
+	i := strings.LastIndexByte(mp.Device, ':')
+	if i < 0 {
+		return "", false
+	}
+	return mp.Device[i+1:], true
+}
+
+// EnsureMounted makes mountpoint serve v through its own gcsfuse. It is
+// idempotent: an existing healthy mount of the same session is kept, a
+// corrupted one is replaced, and a mount of something else is a conflict.
+func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volume) error {
+	sid := SessionID(mountpoint, v)
+	source := Source(v.Bucket, sid)
+	state, mp, err := m.Inspect(mountpoint)
+	if err != nil {
+		return err
+	}
+	switch {
+	case state == Mounted && mp.Device == source:
+		return nil
+	case state != NotMounted && mp.Type != FUSEType:
+		return fmt.Errorf("%q already has a %s mount of %q: %w", mountpoint, mp.Type, mp.Device, ErrNotOurs)
+	case state == Mounted:
+		return fmt.Errorf("%q already serves %q with other options: %w", mountpoint, mp.Device, ErrConflict)
+	case state == Corrupted:
+		klog.InfoS("replacing corrupted mount", "path", mountpoint, "source", mp.Device)
+		if err := m.Teardown(ctx, mountpoint); err != nil {
+			return err
+		}
+	}
+	if m.check != nil && !v.SkipAccessCheck {
+		dir, _ := v.Flag("only-dir")
+		if err := m.check.Check(ctx, v.Bucket, dir, m.anonymous(v)); err != nil {
+			return err
+		}
+	}
+	return m.mount(ctx, mountpoint, source, sid, v)
+}
+
+func (m *Mounter) anonymous(v *Volume) bool {
+	if s, ok := v.Flag("anonymous-access"); ok {
+		return s == "true"
+	}
+	return m.cfg.Anonymous
+}
+
+func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *Volume) error {
+	start := time.Now()
+	if err := os.MkdirAll(mountpoint, 0o750); err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	args, err := m.sessionArgs(sid, v)
+	if err != nil {
+		return err
+	}
+	dev, err := m.fuse.Mount(source, mountpoint, v.KernelOptions())
+	if err != nil {
+		return err
+	}
+	if err := m.daemon.Start(ctx, Session{ID: sid, Bucket: v.Bucket, Args: args}, dev); err != nil {
+		m.abandon(mountpoint, sid)
+		return err
+	}
+	if err := m.waitReady(ctx, mountpoint, sid); err != nil {
+		m.abandon(mountpoint, sid)
+		return err
+	}
+	klog.V(2).InfoS("mounted", "bucket", v.Bucket, "path", mountpoint, "session", sid, "duration", time.Since(start))
+	return nil
+}
+
+// abandon undoes a mount whose gcsfuse never became ready.
+func (m *Mounter) abandon(mountpoint, sid string) {
+	if err := m.unmount(mountpoint); err != nil {
+		klog.ErrorS(err, "cleaning up a failed mount", "path", mountpoint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CheckTimeout)
+	defer cancel()
+	_ = m.daemon.Stop(ctx, sid)
+	_ = os.RemoveAll(m.sessionDir(sid))
+}
+
+// waitReady returns once gcsfuse answers at mountpoint (a stat of the root is
+// a FUSE round trip: it waits for INIT), or with gcsfuse's own last words if
+// it exits first.
+func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.MountTimeout)
+	defer cancel()
+	statDone := make(chan error, 1)
+	go func() { _, err := os.Stat(mountpoint); statDone <- err }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-statDone:
+			if err == nil {
+				return nil
+			}
+			st, serr := m.daemon.Status(sid)
+			if serr == nil && !st.Running {
+				return st.Err
+			}
+			return fmt.Errorf("gcsfuse for %q is not answering: %w", mountpoint, err)
+		case <-tick.C:
+			if st, err := m.daemon.Status(sid); err == nil && !st.Running {
+				return st.Err
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("gcsfuse did not answer at %q within %s: %w", mountpoint, m.cfg.MountTimeout, ErrTimeout)
+		}
+	}
+}
+
+// sessionArgs adds the driver-owned flags to the volume's own.
+func (m *Mounter) sessionArgs(sid string, v *Volume) ([]string, error) {
+	args := v.Args()
+	set := func(flag, value string) {
+		if _, ok := v.Flag(flag); !ok {
+			args = append(args, "--"+flag+"="+value)
+		}
+	}
+	set("uid", "0") // explicit: ownership must not depend on who runs gcsfuse
+	set("gid", "0")
+	set("max-retry-attempts", strconv.Itoa(m.cfg.MaxRetryAttempts))
+	if m.cfg.Anonymous {
+		set("anonymous-access", "true")
+	}
+	if m.cfg.Endpoint != "" {
+		args = append(args, "--custom-endpoint="+m.cfg.Endpoint)
+	}
+	if !m.cfg.AtomicRename {
+		args = append(args, "--enable-atomic-rename-object=false")
+	}
+	args = append(args, "--trace-exporters=") // no telemetry exporters: they look for credentials
+	dir := m.sessionDir(sid)
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("create session dir: %w", err)
+	}
+	args = append(args, "--temp-dir="+tmp)
+	if s, ok := v.Flag("file-cache-max-size-mb"); ok && s != "0" {
+		cache := filepath.Join(dir, "cache")
+		if err := os.MkdirAll(cache, 0o700); err != nil {
+			return nil, fmt.Errorf("create file cache dir: %w", err)
+		}
+		args = append(args, "--cache-dir="+cache)
+	}
+	return args, nil
+}
+
+func (m *Mounter) sessionDir(sid string) string {
+	return filepath.Join(m.cfg.StateDir, "sessions", sid)
+}
+
+// Teardown unmounts a session's FUSE mount at mountpoint, waits for its
+// gcsfuse to exit, and removes the mount point and the session's files.
+// A path that is not mounted only has its directory removed.
+func (m *Mounter) Teardown(ctx context.Context, mountpoint string) error {
+	mp, ok, err := m.lookup(mountpoint)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return removeDir(mountpoint)
+	}
+	sid, ours := sessionOf(mp)
+	if !ours {
+		return fmt.Errorf("refusing to unmount %q: it is a %s mount of %q: %w", mountpoint, mp.Type, mp.Device, ErrNotOurs)
+	}
+	if err := m.unmount(mountpoint); err != nil {
+		return err
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := m.daemon.Stop(stopCtx, sid); err != nil {
+		return fmt.Errorf("stop gcsfuse session %s: %w", sid, err)
+	}
+	if err := os.RemoveAll(m.sessionDir(sid)); err != nil {
+		return fmt.Errorf("remove session files: %w", err)
+	}
+	klog.V(2).InfoS("unmounted", "path", mountpoint, "source", mp.Device)
+	return removeDir(mountpoint)
+}
+
+// Bind publishes source (a session mount) at target, read-only if asked. An
+// existing healthy bind of the same session and mode is kept; a corrupted
+// one is replaced.
+func (m *Mounter) Bind(source, target string, readOnly bool) error {
+	src, ok, err := m.lookup(source)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%q: %w", source, ErrNotMounted)
+	}
+	state, mp, err := m.Inspect(target)
+	if err != nil {
+		return err
+	}
+	switch {
+	case state == Mounted && mp.Device == src.Device:
+		if slices.Contains(mp.Opts, "ro") != readOnly {
+			return fmt.Errorf("%q is already published with readOnly=%t: %w", target, !readOnly, ErrConflict)
+		}
+		return nil
+	case state != NotMounted && mp.Type != FUSEType:
+		return fmt.Errorf("%q already has a %s mount of %q: %w", target, mp.Type, mp.Device, ErrNotOurs)
+	case state == Mounted:
+		return fmt.Errorf("%q already serves %q: %w", target, mp.Device, ErrConflict)
+	case state == Corrupted:
+		klog.InfoS("replacing corrupted bind mount", "target", target, "source", mp.Device)
+		if err := m.unmount(target); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return fmt.Errorf("create target: %w", err)
+	}
+	opts := []string{"bind"}
+	if readOnly {
+		opts = append(opts, "ro")
+	}
+	if err := m.Mount(source, target, "", opts); err != nil {
+		return fmt.Errorf("bind mount %q at %q: %w", source, target, err)
+	}
+	klog.V(2).InfoS("published", "source", src.Device, "target", target, "readOnly", readOnly)
+	return nil
+}
+
+// Unbind removes a bind mount made by Bind and its directory. It returns the
+// mount's source so the caller can release the session; "" if nothing was
+// mounted.
+func (m *Mounter) Unbind(target string) (string, error) {
+	mp, ok, err := m.lookup(target)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", removeDir(target)
+	}
+	if _, ours := sessionOf(mp); !ours {
+		return "", fmt.Errorf("refusing to unmount %q: it is a %s mount of %q: %w", target, mp.Type, mp.Device, ErrNotOurs)
+	}
+	if err := m.unmount(target); err != nil {
+		return "", err
+	}
+	klog.V(2).InfoS("unpublished", "target", target, "source", mp.Device)
+	return mp.Device, removeDir(target)
+}
+
+// SessionMount returns the path under dir where source's session is mounted,
+// if there is one.
+func (m *Mounter) SessionMount(source, dir string) (string, bool, error) {
+	mps, err := m.List()
+	if err != nil {
+		return "", false, err
+	}
+	for _, mp := range mps {
+		if mp.Device == source && mp.Type == FUSEType && filepath.Dir(mp.Path) == filepath.Clean(dir) {
+			return mp.Path, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// Users counts the mounts, other than mountpoint itself, that show the same
+// source as the session mounted at mountpoint: its bind mounts.
+func (m *Mounter) Users(mountpoint string) (int, error) {
+	mps, err := m.List()
+	if err != nil {
+		return 0, err
+	}
+	mountpoint = filepath.Clean(mountpoint)
+	source := ""
+	for _, mp := range mps {
+		if mp.Path == mountpoint {
+			source = mp.Device
+		}
+	}
+	n := 0
+	for _, mp := range mps {
+		if source != "" && mp.Device == source && mp.Path != mountpoint {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// unmount unmounts target, falling back to a lazy (detach) unmount so that a
+// busy or dead mount never blocks the caller for long.
+func (m *Mounter) unmount(target string) error {
+	done := make(chan error, 1)
+	go func() { done <- m.Unmount(target) }()
+	var err error
+	select {
+	case err = <-done:
+		if err == nil {
+			return nil
+		}
+	case <-time.After(m.cfg.CheckTimeout):
+		err = fmt.Errorf("unmount %q: %w", target, ErrTimeout)
+	}
+	if lerr := unix.Unmount(target, unix.MNT_DETACH); lerr == nil {
+		klog.InfoS("lazily unmounted after a failed unmount", "path", target, "err", err)
+		return nil
+	}
+	return fmt.Errorf("unmount %q: %w", target, err)
+}
+
+// removeDir removes an empty directory left by a mount; missing is fine.
+func removeDir(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove %q: %w", path, err)
+	}
+	return nil
+}

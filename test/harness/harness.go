@@ -1,0 +1,263 @@
+// Package harness starts the real parts the tests, the demo and the
+// benchmarks run against: fake-gcs-server on 127.0.0.1, the driver binary,
+// and a CSI client speaking to it the way kubelet does. Everything it starts
+// is stopped by PID (or by closing its listener), never by name.
+package harness
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// FakeGCS is fake-gcs-server (memory backend) on a loopback port.
+type FakeGCS struct {
+	Server *fakestorage.Server
+	// Endpoint is the JSON API endpoint for gcsfuse --custom-endpoint and
+	// the driver's --gcs-endpoint.
+	Endpoint string
+	// Client talks to the fake through cloud.google.com/go/storage.
+	Client *storage.Client
+	http   *http.Server
+}
+
+// StartFakeGCS serves a fake GCS holding objects (and their buckets) on
+// 127.0.0.1 at a free port. Stop it with Stop.
+func StartFakeGCS(objects []fakestorage.Object) (*FakeGCS, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hostPort := lis.Addr().String()
+	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
+		InitialObjects: objects,
+		Scheme:         "http",
+		NoListener:     true,
+		PublicHost:     hostPort, // must equal what gcsfuse dials
+		ExternalURL:    "http://" + hostPort,
+	})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	f := &FakeGCS{Server: srv, Endpoint: "http://" + hostPort + "/storage/v1/", http: &http.Server{Handler: srv.HTTPHandler()}}
+	go f.http.Serve(lis)
+	f.Client, err = storage.NewClient(context.Background(), option.WithEndpoint(f.Endpoint), option.WithoutAuthentication())
+	if err != nil {
+		f.Stop()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Stop closes the listener and the server.
+func (f *FakeGCS) Stop() {
+	if f.Client != nil {
+		f.Client.Close()
+	}
+	f.http.Close()
+	f.Server.Stop()
+}
+
+// Object is a shorthand for a fake object with string content.
+func Object(bucket, name, content string) fakestorage.Object {
+	return fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: bucket, Name: name}, Content: []byte(content)}
+}
+
+// RepoRoot finds the module root (the directory holding go.mod) above the
+// working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Binary returns the path of a binary `make build` put in bin/, or the
+// value of the environment variable env if set.
+func Binary(name, env string) (string, error) {
+	if p := os.Getenv(env); p != "" {
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found (%v): run `make build` first, or set %s", p, err, env)
+	}
+	return p, nil
+}
+
+// Driver is a running driver process.
+type Driver struct {
+	Cmd      *exec.Cmd
+	Endpoint string // unix://...
+	Conn     *grpc.ClientConn
+	Identity csi.IdentityClient
+	Node     csi.NodeClient
+	done     chan error
+}
+
+// StartDriver runs `bin node args...` with its output to logPath, waits until
+// Probe answers ready, and returns a connected client. socket is the unix
+// socket path; it is added as --endpoint.
+func StartDriver(bin, socket, logPath string, args ...string) (*Driver, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := "unix://" + socket
+	cmd := exec.Command(bin, append([]string{"node", "--endpoint=" + endpoint}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	d := &Driver{Cmd: cmd, Endpoint: endpoint, done: make(chan error, 1)}
+	go func() { d.done <- cmd.Wait(); logf.Close() }()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The socket appears a few ms after start: retry fast, not after 1 s.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
+	if err != nil {
+		d.Stop()
+		return nil, err
+	}
+	d.Conn, d.Identity, d.Node = conn, csi.NewIdentityClient(conn), csi.NewNodeClient(conn)
+	if err := d.waitReady(30 * time.Second); err != nil {
+		d.Stop()
+		return nil, fmt.Errorf("%w (driver log: %s)", err, logPath)
+	}
+	return d, nil
+}
+
+func (d *Driver) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return fmt.Errorf("driver exited before it was ready: %v", err)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := d.Identity.Probe(ctx, &csi.ProbeRequest{})
+		cancel()
+		if err == nil && resp.GetReady().GetValue() {
+			return nil
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("driver not ready after %s: %v", timeout, last)
+}
+
+// Pid is the driver's process id.
+func (d *Driver) Pid() int { return d.Cmd.Process.Pid }
+
+// Stop sends SIGTERM to the driver's PID and waits; SIGKILL after 10 s.
+func (d *Driver) Stop() error {
+	if d.Conn != nil {
+		d.Conn.Close()
+	}
+	_ = d.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.done <- err
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = d.Cmd.Process.Kill()
+		err := <-d.done
+		d.done <- err
+		return fmt.Errorf("driver did not stop on SIGTERM; killed")
+	}
+}
+
+// Mount is one line of /proc/self/mounts.
+type Mount struct{ Source, Path, Type, Options string }
+
+// FUSEMounts lists the fuse.gcsfuse mounts whose path is under prefix.
+func FUSEMounts(prefix string) ([]Mount, error) {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Mount
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || fields[2] != "fuse.gcsfuse" || !strings.HasPrefix(fields[1], prefix) {
+			continue
+		}
+		out = append(out, Mount{Source: fields[0], Path: fields[1], Type: fields[2], Options: fields[3]})
+	}
+	return out, sc.Err()
+}
+
+// Children returns the pids of ppid's direct children whose command name
+// (/proc/PID/comm) is comm, and how many of them are zombies.
+func Children(ppid int, comm string) (pids []int, zombies int, err error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < 0 {
+			continue
+		}
+		rest := strings.Fields(s[close+1:])
+		if len(rest) < 2 || s[open+1:close] != comm {
+			continue
+		}
+		if p, _ := strconv.Atoi(rest[1]); p != ppid {
+			continue
+		}
+		pids = append(pids, pid)
+		if rest[0] == "Z" {
+			zombies++
+		}
+	}
+	return pids, zombies, nil
+}
