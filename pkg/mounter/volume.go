@@ -39,10 +39,10 @@ func NewVolume(bucket, field string) (*Volume, error) {
 type kind int
 
 const (
-	kindBool kind = iota
-	kindInt       // decimal integer in [min, max]
-	kindMode      // octal permission bits, e.g. 0644
-	kindSizeMiB   // MiB: plain integer or quantity (512Ki, 32Mi, 1Gi, 1Ti), -1 when min allows it
+	kindBool    kind = iota
+	kindInt          // decimal integer in [min, max]
+	kindMode         // octal permission bits, e.g. 0644
+	kindSizeMiB      // MiB: plain integer or quantity (512Ki, 32Mi, 1Gi, 1Ti), -1 when min allows it
 	kindEnum
 	kindDir // a relative directory inside the bucket
 )
@@ -232,7 +232,9 @@ func (v *Volume) SetMountGroup(gid, field string) error {
 }
 
 // SetOnlyDir mounts only dir of the bucket (a volume handle's "bucket/dir").
-func (v *Volume) SetOnlyDir(dir, field string) error { return v.setFlag(specFor("only-dir"), dir, field) }
+func (v *Volume) SetOnlyDir(dir, field string) error {
+	return v.setFlag(specFor("only-dir"), dir, field)
+}
 
 func specFor(flag string) *flagSpec {
 	for i := range allowList {
