@@ -220,7 +220,7 @@ func (t *tail) copyLines(r io.Reader, each func(line, severity string)) {
 		}
 		msg := line
 		if m := messageRE.FindStringSubmatch(line); m != nil {
-			msg = strings.TrimSpace(strings.ReplaceAll(m[1], `\n`, " "))
+			msg = strings.TrimSpace(strings.NewReplacer(`\n`, " ", `\"`, `"`, `\\`, `\`).Replace(m[1]))
 		}
 		each(msg, sev)
 		if sev == "ERROR" || sev == "WARNING" {

@@ -130,7 +130,9 @@ func Source(bucket, sid string) string { return bucket + ":" + sid }
 
 // sessionOf returns the session id in a mount source made by Source.
 func sessionOf(mp mount.MountPoint) (string, bool) {
-	if mp.Type != FUSEType {
+	// The kernel lists bind mounts of a FUSE mount with its type; FakeMounter
+	// lists binds with the empty type it was given.
+	if mp.Type != FUSEType && mp.Type != "" {
 		return "", false
 	}
 	i := strings.LastIndexByte(mp.Device, ':')
@@ -139,6 +141,8 @@ func sessionOf(mp mount.MountPoint) (string, bool) {
 	}
 	return mp.Device[i+1:], true
 }
+
+func isOurs(mp mount.MountPoint) bool { _, ok := sessionOf(mp); return ok }
 
 // EnsureMounted makes mountpoint serve v through its own gcsfuse. It is
 // idempotent: an existing healthy mount of the same session is kept, a
@@ -153,7 +157,7 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 	switch {
 	case state == Mounted && mp.Device == source:
 		return nil
-	case state != NotMounted && mp.Type != FUSEType:
+	case state != NotMounted && !isOurs(mp):
 		return fmt.Errorf("%q already has a %s mount of %q: %w", mountpoint, mp.Type, mp.Device, ErrNotOurs)
 	case state == Mounted:
 		return fmt.Errorf("%q already serves %q with other options: %w", mountpoint, mp.Device, ErrConflict)
@@ -228,14 +232,14 @@ func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
 	for {
 		select {
 		case err := <-statDone:
-			if err == nil {
-				return nil
-			}
 			st, serr := m.daemon.Status(sid)
 			if serr == nil && !st.Running {
 				return st.Err
 			}
-			return fmt.Errorf("gcsfuse for %q is not answering: %w", mountpoint, err)
+			if err != nil {
+				return fmt.Errorf("gcsfuse for %q is not answering: %w", mountpoint, err)
+			}
+			return nil
 		case <-tick.C:
 			if st, err := m.daemon.Status(sid); err == nil && !st.Running {
 				return st.Err
@@ -338,7 +342,7 @@ func (m *Mounter) Bind(source, target string, readOnly bool) error {
 			return fmt.Errorf("%q is already published with readOnly=%t: %w", target, !readOnly, ErrConflict)
 		}
 		return nil
-	case state != NotMounted && mp.Type != FUSEType:
+	case state != NotMounted && !isOurs(mp):
 		return fmt.Errorf("%q already has a %s mount of %q: %w", target, mp.Type, mp.Device, ErrNotOurs)
 	case state == Mounted:
 		return fmt.Errorf("%q already serves %q: %w", target, mp.Device, ErrConflict)

@@ -41,6 +41,9 @@ type Daemon struct {
 	Dead    map[string]error // sessions that exited, with their error
 	Starts  int
 	Stops   int
+	// ExitOnStart, when set, makes every started session exit at once with
+	// this error, as a gcsfuse that cannot start does.
+	ExitOnStart error
 }
 
 // NewDaemon returns an empty fake Daemon.
@@ -54,6 +57,10 @@ func (d *Daemon) Start(_ context.Context, s mounter.Session, dev *os.File) error
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.Starts++
+	if d.ExitOnStart != nil {
+		d.Dead[s.ID] = d.ExitOnStart
+		return nil
+	}
 	d.Running[s.ID] = s
 	delete(d.Dead, s.ID)
 	return nil
@@ -76,7 +83,9 @@ func (d *Daemon) Status(id string) (mounter.SessionStatus, error) {
 func (d *Daemon) Stop(_ context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.Running[id]; ok {
+	_, running := d.Running[id]
+	_, dead := d.Dead[id]
+	if running || dead {
 		d.Stops++
 	}
 	delete(d.Running, id)
