@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -19,8 +20,8 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		klog.ErrorS(err, "exiting")
 		klog.Flush()
+		fmt.Fprintf(os.Stderr, "gcsfuse-csi: %v\n", err)
 		os.Exit(1)
 	}
 }
@@ -38,10 +39,18 @@ func run(args []string) error {
 		return fmt.Errorf("unknown mode %q: want node", args[0])
 	}
 	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
-	klog.InitFlags(fs)
 	var opts driver.Options
 	opts.AddFlags(fs)
+	// Of klog's flags only the verbosity ones: logs always go to stderr.
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	for _, name := range []string{"v", "vmodule"} {
+		fs.Var(klogFlags.Lookup(name).Value, name, klogFlags.Lookup(name).Usage)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if err := opts.Validate(); err != nil {
