@@ -69,10 +69,10 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	defer d.volumeLocks.Release(req.GetVolumeId())
 	// Stopping gcsfuse under a pod that still uses it would lose its
 	// unflushed writes: refuse until every target is unpublished.
-	if n, err := d.mounter.Users(path); err != nil {
+	if binds, err := d.mounter.Binds(path); err != nil {
 		return nil, toStatus("unstage volume "+req.GetVolumeId(), err)
-	} else if n > 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is still published at %d target(s); unpublish them first", req.GetVolumeId(), n)
+	} else if len(binds) > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is still published at %d target(s), e.g. %q; unpublish them first", req.GetVolumeId(), len(binds), binds[0])
 	}
 	if err := d.mounter.Teardown(ctx, path); err != nil {
 		return nil, toStatus("unstage volume "+req.GetVolumeId(), err)
@@ -115,6 +115,21 @@ func (d *Driver) publishStaged(r *publishRequest) error {
 		return status.Errorf(codes.FailedPrecondition, "the staged mount of volume %q at %q is not answering (its gcsfuse died or hangs); it is re-mounted by the next NodeStageVolume", r.volumeID, r.stagingPath)
 	case mp.Device != want:
 		return status.Errorf(codes.FailedPrecondition, "volume %q is staged at %q with other options than this publish asks for (for example another fsGroup or mount options)", r.volumeID, r.stagingPath)
+	}
+	if r.singleWriter {
+		// One target only. The staging path's lock makes check-then-bind
+		// atomic against a concurrent publish to another target.
+		unlock := d.sessionLocks.Lock(r.stagingPath)
+		defer unlock()
+		binds, err := d.mounter.Binds(r.stagingPath)
+		if err != nil {
+			return err
+		}
+		for _, p := range binds {
+			if p != r.targetPath {
+				return status.Errorf(codes.FailedPrecondition, "volume %q has access mode SINGLE_NODE_SINGLE_WRITER and is already published at %q", r.volumeID, p)
+			}
+		}
 	}
 	return d.mounter.Bind(r.stagingPath, r.targetPath, r.readOnly)
 }
@@ -175,8 +190,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 // releaseSession tears an inline session down once no target uses it.
 // The caller holds the session lock.
 func (d *Driver) releaseSession(ctx context.Context, mp string) error {
-	n, err := d.mounter.Users(mp)
-	if err != nil || n > 0 {
+	binds, err := d.mounter.Binds(mp)
+	if err != nil || len(binds) > 0 {
 		return err
 	}
 	klog.V(2).InfoS("last user of inline session gone; unmounting", "path", mp)

@@ -392,6 +392,27 @@ func TestInvalidRequests(t *testing.T) {
 	}
 }
 
+func TestSingleWriterPublishesOnce(t *testing.T) {
+	e := newEnv(t)
+	vc := capability()
+	vc.AccessMode.Mode = csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER
+	stage := e.path("s")
+	if _, err := e.d.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: "bkt", StagingTargetPath: stage, VolumeCapability: vc}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(target string) error {
+		_, err := e.d.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: "bkt", StagingTargetPath: stage, TargetPath: target, VolumeCapability: vc})
+		return err
+	}
+	if err := pub(e.path("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub(e.path("t1")); err != nil {
+		t.Fatalf("republish at the same target: %v", err)
+	}
+	wantCode(t, pub(e.path("t2")), codes.FailedPrecondition, "already published at")
+}
+
 func TestReadOnlyAccessModeMountsReadOnly(t *testing.T) {
 	e := newEnv(t)
 	vc := capability()

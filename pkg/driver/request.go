@@ -27,7 +27,9 @@ type publishRequest struct {
 	stagingPath string // "" for inline volumes
 	ephemeral   bool
 	readOnly    bool
-	volume      *mounter.Volume
+	// singleWriter: SINGLE_NODE_SINGLE_WRITER, published at one target only.
+	singleWriter bool
+	volume       *mounter.Volume
 }
 
 func invalid(format string, args ...any) error {
@@ -59,6 +61,7 @@ func parsePublish(req *csi.NodePublishVolumeRequest) (*publishRequest, error) {
 	}
 	r := &publishRequest{volumeID: req.GetVolumeId(), targetPath: target, readOnly: req.GetReadonly()}
 	r.ephemeral = req.GetVolumeContext()[mounter.AttrEphemeral] == "true"
+	r.singleWriter = req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER
 	if !r.ephemeral {
 		if r.stagingPath, err = cleanPath("staging_target_path", req.GetStagingTargetPath()); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "%s (persistent volumes are staged first: this driver has STAGE_UNSTAGE_VOLUME)", status.Convert(err).Message())

@@ -402,12 +402,12 @@ func (m *Mounter) SessionMount(source, dir string) (string, bool, error) {
 	return "", false, nil
 }
 
-// Users counts the mounts, other than mountpoint itself, that show the same
+// Binds lists the mounts, other than mountpoint itself, that show the same
 // source as the session mounted at mountpoint: its bind mounts.
-func (m *Mounter) Users(mountpoint string) (int, error) {
+func (m *Mounter) Binds(mountpoint string) ([]string, error) {
 	mps, err := m.List()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	mountpoint = filepath.Clean(mountpoint)
 	source := ""
@@ -416,13 +416,13 @@ func (m *Mounter) Users(mountpoint string) (int, error) {
 			source = mp.Device
 		}
 	}
-	n := 0
+	var out []string
 	for _, mp := range mps {
 		if source != "" && mp.Device == source && mp.Path != mountpoint {
-			n++
+			out = append(out, mp.Path)
 		}
 	}
-	return n, nil
+	return out, nil
 }
 
 // unmount unmounts target, falling back to a lazy (detach) unmount so that a
