@@ -56,7 +56,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	}
 	bin := opts.GCSFuseBinary
 	if deps.Mount == nil {
-		deps.Mount = mount.New("")
+		deps.Mount = mounter.NewSyscallMounter()
 	}
 	if deps.FUSE == nil {
 		deps.FUSE = mounter.KernelFUSE{}

@@ -355,11 +355,23 @@ func (m *Mounter) Bind(source, target string, readOnly bool) error {
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return fmt.Errorf("create target: %w", err)
 	}
+	// The bind keeps the session mount's flags (nosuid, nodev, and noexec,
+	// noatime or ro when the volume asked); a publish may add ro.
 	opts := []string{"bind"}
-	if readOnly {
+	for _, o := range src.Opts {
+		if slices.Contains([]string{"nosuid", "nodev", "noexec", "noatime", "ro"}, o) && !slices.Contains(opts, o) {
+			opts = append(opts, o)
+		}
+	}
+	if readOnly && !slices.Contains(opts, "ro") {
 		opts = append(opts, "ro")
 	}
 	if err := m.Mount(source, target, "", opts); err != nil {
+		// A bind that failed half-way (bound, but not remounted with its
+		// flags) must not stay: it could be writable where ro was asked.
+		if mp, ok, _ := m.lookup(target); ok && mp.Device == src.Device {
+			_ = m.unmount(target)
+		}
 		return fmt.Errorf("bind mount %q at %q: %w", source, target, err)
 	}
 	klog.V(2).InfoS("published", "source", src.Device, "target", target, "readOnly", readOnly)

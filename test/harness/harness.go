@@ -139,6 +139,9 @@ func StartDriver(bin, socket, logPath string, args ...string) (*Driver, error) {
 	endpoint := "unix://" + socket
 	cmd := exec.Command(bin, append([]string{"node", "--endpoint=" + endpoint}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a Ctrl-C at the terminal reaches the caller, which
+	// then unpublishes and stops the driver in order, not the driver first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
@@ -260,4 +263,28 @@ func Children(ppid int, comm string) (pids []int, zombies int, err error) {
 		}
 	}
 	return pids, zombies, nil
+}
+
+// Memory returns a process's VmRSS and VmHWM (peak) in KiB.
+func Memory(pid int) (rss, hwm int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rss, _ = strconv.ParseInt(f[1], 10, 64)
+		case "VmHWM:":
+			hwm, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return rss, hwm, nil
 }

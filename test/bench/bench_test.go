@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
+)
+
+// TestBenchSmoke runs the whole benchmark at tiny sizes so `make test`
+// keeps it working: every row must hold a positive measurement, and nothing
+// may stay mounted.
+func TestBenchSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the benchmark needs root: the driver mounts FUSE and bind mounts for real")
+	}
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Skipf("the benchmark needs /dev/fuse for real gcsfuse mounts: %v", err)
+	}
+	for _, b := range [][2]string{{"gcsfuse-csi", "GCSFUSE_CSI_BIN"}, {"gcsfuse", "GCSFUSE_BIN"}} {
+		if _, err := harness.Binary(b[0], b[1]); err != nil {
+			t.Skipf("%v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Config{ObjectMiB: 4, ReadTrials: 2, ReadWarmup: 0, FreshN: 3, StagedN: 3}, &progress)
+	if rep != nil {
+		var out strings.Builder
+		rep.Print(&out)
+		t.Logf("report:\n%s", out.String())
+	}
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	t.Logf("took %s", time.Since(start))
+
+	if len(rep.Latency) != 11 || len(rep.Reads) != 3 {
+		t.Errorf("got %d latency rows and %d read rows, want 11 and 3", len(rep.Latency), len(rep.Reads))
+	}
+	for _, r := range rep.Latency {
+		if r.N <= 0 || r.P50 <= 0 || r.P90 < r.P50 {
+			t.Errorf("latency row %q: n=%d p50=%s p90=%s, want positive with p90 >= p50", r.Name, r.N, r.P50, r.P90)
+		}
+	}
+	for _, r := range rep.Reads {
+		if r.Trials != 2 || r.Median <= 0 || r.Min <= 0 || r.VsRaw <= 0 {
+			t.Errorf("read row %q: trials=%d median=%.1f min=%.1f vsRaw=%.2f, want 2 trials and positive values", r.Name, r.Trials, r.Median, r.Min, r.VsRaw)
+		}
+	}
+	if rep.CSIvsDirect <= 0 || rep.DriverRSS <= 0 || rep.DriverHWM < rep.DriverRSS {
+		t.Errorf("CSI/direct=%.2f driver RSS=%d KiB HWM=%d KiB, want positive", rep.CSIvsDirect, rep.DriverRSS, rep.DriverHWM)
+	}
+	if !strings.Contains(rep.DirectCmd, "--custom-endpoint=") || !strings.Contains(rep.DirectCmd, "allow_other") {
+		t.Errorf("direct gcsfuse command %q lacks the driver's flags", rep.DirectCmd)
+	}
+	// Run has torn everything down: nothing may stay mounted, and the work
+	// dir is gone.
+	if m, err := mountsUnder(rep.WorkDir); err != nil || len(m) > 0 {
+		t.Errorf("mounts left under %s: %v (%v)", rep.WorkDir, m, err)
+	}
+	if _, err := os.Stat(rep.WorkDir); !os.IsNotExist(err) {
+		t.Errorf("work dir %s still there: %v", rep.WorkDir, err)
+	}
+}

@@ -1,0 +1,162 @@
+// Command bench measures the node driver against baselines taken in the same
+// run, on this machine, against fake-gcs-server on 127.0.0.1:
+//
+//   - NodeStage+NodePublish of a fresh volume (a new bucket, so a new
+//     gcsfuse, each time), and NodePublish/NodeUnpublish of a staged volume
+//     next to the bind mounts it boils down to (mount(8) and mount(2));
+//   - cold sequential read throughput of one large object by a raw HTTP GET
+//     (the ceiling), by gcsfuse run directly with the driver's own flags, and
+//     through a CSI target path, interleaved per trial.
+//
+// It prints markdown tables to stdout (progress goes to stderr):
+//
+//	make bench
+//	go run ./test/bench -object-mib=512 -read-trials=7
+//
+// Everything it starts is stopped by PID and every mount it makes (or has
+// the driver make) is unmounted, also on an error or Ctrl-C. It needs root
+// and /dev/fuse, and `make build` (bin/gcsfuse-csi, bin/gcsfuse).
+//
+// The measurement functions (Setup, Env.FreshStagePublish,
+// Env.StagedPublish, Env.ReadRawGET, Env.ReadDirect, Env.ReadCSI, Run) are
+// usable from tests: see bench_test.go.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
+)
+
+// Config sizes a run. The zero value is not useful: start from
+// DefaultConfig.
+type Config struct {
+	ObjectMiB  int // size of the object read cold
+	ReadTrials int // interleaved read trials (raw GET, direct, CSI)
+	ReadWarmup int // untimed read rounds first (first reads of a run are slow)
+	FreshN     int // fresh-volume stage+publish samples
+	StagedN    int // staged-volume publish samples
+	DriverV    int // driver klog verbosity (logging costs latency)
+	KeepDir    bool
+}
+
+// DefaultConfig keeps a whole run well under 3 minutes on 2 cores.
+func DefaultConfig() Config {
+	return Config{ObjectMiB: 256, ReadTrials: 5, ReadWarmup: 1, FreshN: 20, StagedN: 50}
+}
+
+func (c Config) validate() error {
+	if c.ObjectMiB < 1 || c.ReadTrials < 1 || c.FreshN < 1 || c.StagedN < 1 {
+		return fmt.Errorf("-object-mib, -read-trials, -fresh-n and -staged-n must be at least 1")
+	}
+	if c.ReadWarmup < 0 {
+		return fmt.Errorf("-read-warmup must not be negative")
+	}
+	return nil
+}
+
+func main() {
+	cfg := DefaultConfig()
+	flag.IntVar(&cfg.ObjectMiB, "object-mib", cfg.ObjectMiB, "size in MiB of the object read cold (random bytes, kept in memory by the fake)")
+	flag.IntVar(&cfg.ReadTrials, "read-trials", cfg.ReadTrials, "read trials; each reads by raw GET, direct gcsfuse and the CSI target path, in rotating order")
+	flag.IntVar(&cfg.ReadWarmup, "read-warmup", cfg.ReadWarmup, "untimed read rounds (all three paths) before the timed trials")
+	flag.IntVar(&cfg.FreshN, "fresh-n", cfg.FreshN, "fresh-volume NodeStage+NodePublish samples (a new bucket and gcsfuse each)")
+	flag.IntVar(&cfg.StagedN, "staged-n", cfg.StagedN, "staged-volume NodePublish/NodeUnpublish samples (a new target path each)")
+	flag.IntVar(&cfg.DriverV, "driver-v", cfg.DriverV, "driver log verbosity (-v); logging is on the timed path")
+	flag.BoolVar(&cfg.KeepDir, "keep", cfg.KeepDir, "keep the work directory (driver and gcsfuse logs) after the run")
+	flag.Parse()
+	os.Exit(run(cfg))
+}
+
+func run(cfg Config) int {
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	// The first Ctrl-C cancels ctx: measurements stop, cleanup runs. Later
+	// ones are swallowed until cleanup is done (stop restores the default).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "bench: interrupted; unmounting and stopping what it started")
+		case <-finished:
+		}
+	}()
+	start := time.Now()
+	rep, err := Run(ctx, cfg, os.Stderr)
+	close(finished)
+	if rep != nil {
+		rep.Elapsed = time.Since(start)
+		rep.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// Run sets up the fake GCS and the driver, takes every measurement, and
+// tears everything down. On an error it returns what was measured so far.
+func Run(ctx context.Context, cfg Config, progress io.Writer) (rep *Report, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	env, err := Setup(ctx, cfg, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			env.cfg.KeepDir = true // keep the driver and gcsfuse logs
+		}
+		if cerr := env.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	rep = &Report{Config: cfg, DirectCmd: env.DirectCommand(), WorkDir: env.Dir}
+
+	env.logf("fresh volumes: %d x NodeStage+NodePublish (new bucket each)", cfg.FreshN)
+	fresh, err := env.FreshStagePublish(ctx, cfg.FreshN)
+	rep.addFresh(fresh)
+	if err != nil {
+		return rep, fmt.Errorf("fresh stage+publish: %w", err)
+	}
+
+	env.logf("staged volume: %d x NodePublish/NodeUnpublish, interleaved with mount(8) and mount(2) binds", cfg.StagedN)
+	staged, err := env.StagedPublish(ctx, cfg.StagedN)
+	rep.addStaged(staged)
+	if err != nil {
+		return rep, fmt.Errorf("staged publish: %w", err)
+	}
+
+	if cfg.ReadWarmup > 0 {
+		env.logf("cold reads: %d untimed warm-up round(s)", cfg.ReadWarmup)
+		if _, err := env.ReadTrials(ctx, cfg.ReadWarmup); err != nil {
+			return rep, fmt.Errorf("read warm-up: %w", err)
+		}
+	}
+	env.logf("cold reads: %d trials x (raw GET, direct gcsfuse, CSI) of %d MiB", cfg.ReadTrials, cfg.ObjectMiB)
+	reads, err := env.ReadTrials(ctx, cfg.ReadTrials)
+	rep.addReads(reads)
+	if err != nil {
+		return rep, fmt.Errorf("reads: %w", err)
+	}
+
+	rep.DriverRSS, rep.DriverHWM, err = harness.Memory(env.Driver.Pid())
+	if err != nil {
+		return rep, fmt.Errorf("driver memory: %w", err)
+	}
+	return rep, nil
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+)
+
+// Targets printed next to the results. They are goals, not assertions: the
+// run never fails on them.
+const (
+	targetStagedPublishP50 = 10 * time.Millisecond
+	targetFreshP50         = 150 * time.Millisecond
+	targetCSIvsDirect      = 0.98
+)
+
+// LatencyRow is one latency measurement.
+type LatencyRow struct {
+	Name     string
+	N        int
+	P50, P90 time.Duration
+	Target   string // "" if none
+	Meets    bool
+}
+
+// ReadRow is one read path.
+type ReadRow struct {
+	Name             string
+	Trials           int
+	Median, Min, Max float64 // MiB/s
+	VsRaw            float64 // median of per-trial ratios to the raw GET
+	Target           string
+	Meets            bool
+}
+
+// Report is everything one run measured.
+type Report struct {
+	Config      Config
+	Latency     []LatencyRow
+	Reads       []ReadRow
+	CSIvsDirect float64 // median of per-trial CSI/direct ratios
+	// CSIvsDirectMin and Max bound the per-trial CSI/direct ratios: the
+	// noise the median sits in.
+	CSIvsDirectMin, CSIvsDirectMax float64
+	DriverRSS                      int64 // KiB, at the end of the run
+	DriverHWM                      int64 // KiB, peak
+	DirectCmd                      string
+	WorkDir                        string // removed at the end unless Config.KeepDir
+	Elapsed                        time.Duration
+}
+
+// Percentile is the nearest-rank q-quantile (0 < q <= 1) of d.
+func Percentile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// Median is the median of v (the mean of the middle two for even lengths).
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func latency(name string, d []time.Duration) LatencyRow {
+	return LatencyRow{Name: name, N: len(d), P50: Percentile(d, 0.5), P90: Percentile(d, 0.9)}
+}
+
+func (r LatencyRow) withTarget(p50 time.Duration) LatencyRow {
+	r.Target = fmt.Sprintf("p50 ≤ %d ms", p50.Milliseconds())
+	r.Meets = r.N > 0 && r.P50 <= p50
+	return r
+}
+
+func (rep *Report) addFresh(f FreshResult) {
+	if len(f.Total) == 0 {
+		return
+	}
+	rep.Latency = append(rep.Latency,
+		latency("fresh volume: NodeStage+NodePublish (new bucket, new gcsfuse)", f.Total).withTarget(targetFreshP50),
+		latency("  of which NodeStage", f.Stage),
+		latency("  of which NodePublish", f.Publish))
+}
+
+func (rep *Report) addStaged(s StagedResult) {
+	if len(s.Publish) == 0 {
+		return
+	}
+	rep.Latency = append(rep.Latency,
+		latency("staged volume: NodePublish (new target path)", s.Publish).withTarget(targetStagedPublishP50),
+		latency("staged volume: NodeUnpublish", s.Unpublish))
+	if len(s.ExecBind) > 0 {
+		rep.Latency = append(rep.Latency,
+			latency("  baseline: bind + bind-remount by exec of mount(8) (what mount-utils does)", s.ExecBind),
+			latency("  baseline: umount(8) exec", s.ExecUmount))
+	}
+	if len(s.SysBind) > 0 {
+		rep.Latency = append(rep.Latency,
+			latency("  baseline: bind + bind-remount by mount(2)", s.SysBind),
+			latency("  baseline: umount(2)", s.SysUmount))
+	}
+}
+
+func setups(rs []ReadResult) []time.Duration {
+	out := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		out[i] = r.Setup
+	}
+	return out
+}
+
+func mibps(rs []ReadResult) []float64 {
+	out := make([]float64, len(rs))
+	for i, r := range rs {
+		out[i] = r.MiBps()
+	}
+	return out
+}
+
+// ratios are a[i]/b[i] of each trial i.
+func ratios(a, b []ReadResult) []float64 {
+	var v []float64
+	for i := range min(len(a), len(b)) {
+		v = append(v, a[i].MiBps()/b[i].MiBps())
+	}
+	return v
+}
+
+// pairedRatio is the median over trials of a[i]/b[i] (same trial).
+func pairedRatio(a, b []ReadResult) float64 { return Median(ratios(a, b)) }
+
+func (rep *Report) addReads(s ReadSet) {
+	if len(s.Direct) > 0 {
+		rep.Latency = append(rep.Latency, latency("read volume: direct gcsfuse, exec → mount answers (baseline for NodeStage)", setups(s.Direct)))
+	}
+	if len(s.CSI) > 0 {
+		rep.Latency = append(rep.Latency, latency("read volume: NodeStage+NodePublish (same bucket each trial)", setups(s.CSI)))
+	}
+	row := func(name string, rs []ReadResult) ReadRow {
+		v := mibps(rs)
+		return ReadRow{Name: name, Trials: len(rs), Median: Median(v), Min: slices.Min(v), Max: slices.Max(v), VsRaw: pairedRatio(rs, s.Raw)}
+	}
+	if len(s.Raw) > 0 {
+		rep.Reads = append(rep.Reads, row("raw HTTP GET of the JSON API (ceiling)", s.Raw))
+	}
+	if len(s.Direct) > 0 {
+		rep.Reads = append(rep.Reads, row("gcsfuse run directly, driver's flags", s.Direct))
+	}
+	if len(s.CSI) > 0 {
+		r := row("CSI target path (NodeStage+NodePublish)", s.CSI)
+		if len(s.Direct) > 0 {
+			v := ratios(s.CSI, s.Direct)
+			rep.CSIvsDirect, rep.CSIvsDirectMin, rep.CSIvsDirectMax = Median(v), slices.Min(v), slices.Max(v)
+			r.Target = fmt.Sprintf("CSI/direct ≥ %.2f", targetCSIvsDirect)
+			r.Meets = rep.CSIvsDirect >= targetCSIvsDirect
+		}
+		rep.Reads = append(rep.Reads, r)
+	}
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/1e6)
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+	}
+}
+
+func verdict(target string, meets bool) string {
+	switch {
+	case target == "":
+		return ""
+	case meets:
+		return "meets"
+	default:
+		return "**misses**"
+	}
+}
+
+// Print writes the report as markdown.
+func (rep *Report) Print(w io.Writer) {
+	c := rep.Config
+	fmt.Fprintf(w, "## gcsfuse-csi node benchmark\n\n")
+	fmt.Fprintf(w, "fake-gcs-server (memory) on 127.0.0.1, in the bench process; fresh n=%d, staged n=%d, %d read trials (after %d untimed) of a %d MiB object.\n\n",
+		c.FreshN, c.StagedN, c.ReadTrials, c.ReadWarmup, c.ObjectMiB)
+	if len(rep.Latency) > 0 {
+		fmt.Fprintf(w, "### Latency\n\n| measurement | n | p50 | p90 | target | |\n|---|--:|--:|--:|---|---|\n")
+		for _, r := range rep.Latency {
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |\n", r.Name, r.N, fmtDur(r.P50), fmtDur(r.P90), r.Target, verdict(r.Target, r.Meets))
+		}
+		fmt.Fprintln(w)
+	}
+	if len(rep.Reads) > 0 {
+		fmt.Fprintf(w, "### Cold sequential read, %d MiB, 1 MiB reads, fresh mount per trial, paths interleaved\n\n", c.ObjectMiB)
+		fmt.Fprintf(w, "| read path | trials | median MiB/s | min–max MiB/s | vs raw GET | target | |\n|---|--:|--:|--:|--:|---|---|\n")
+		for _, r := range rep.Reads {
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | %.2f | %s | %s |\n", r.Name, r.Trials, r.Median, r.Min, r.Max, r.VsRaw, r.Target, verdict(r.Target, r.Meets))
+		}
+		fmt.Fprintln(w)
+	}
+	if rep.CSIvsDirect > 0 {
+		fmt.Fprintf(w, "- CSI/direct read: **%.3f**, per-trial %.3f–%.3f (target ≥ %.2f: %s)", rep.CSIvsDirect, rep.CSIvsDirectMin, rep.CSIvsDirectMax, targetCSIvsDirect, verdict("x", rep.CSIvsDirect >= targetCSIvsDirect))
+		if rep.CSIvsDirectMin < targetCSIvsDirect && rep.CSIvsDirectMax > 1/targetCSIvsDirect {
+			fmt.Fprintf(w, "; the per-trial spread is wider than the target's margin: more -read-trials to resolve it")
+		}
+		fmt.Fprintln(w)
+	}
+	if len(rep.Reads) > 0 {
+		fmt.Fprintf(w, "- Ratios are medians of per-trial ratios (paths paired within a trial).\n")
+	}
+	if rep.DriverRSS > 0 {
+		fmt.Fprintf(w, "- Driver memory at the end: VmRSS %.1f MiB, VmHWM %.1f MiB\n", float64(rep.DriverRSS)/1024, float64(rep.DriverHWM)/1024)
+	}
+	if rep.DirectCmd != "" {
+		fmt.Fprintf(w, "- Direct mount: `%s` (flags and environment copied from the driver's own gcsfuse)\n", rep.DirectCmd)
+	}
+	if rep.Elapsed > 0 {
+		fmt.Fprintf(w, "- Total run time: %s\n", fmtDur(rep.Elapsed))
+	}
+}
