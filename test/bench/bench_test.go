@@ -62,7 +62,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	// Run has torn everything down: nothing may stay mounted, and the work
 	// dir is gone.
-	if m, err := mountsUnder(rep.WorkDir); err != nil || len(m) > 0 {
+	if m, err := harness.FUSEMounts(rep.WorkDir + "/"); err != nil || len(m) > 0 {
 		t.Errorf("mounts left under %s: %v (%v)", rep.WorkDir, m, err)
 	}
 	if _, err := os.Stat(rep.WorkDir); !os.IsNotExist(err) {

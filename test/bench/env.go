@@ -308,12 +308,12 @@ func (e *Env) Close() error {
 	// or dies: find gcsfuse processes still serving this work dir (their
 	// --temp-dir is under it), then unmount what is left.
 	orphans := gcsfuseServing(e.Dir)
-	leaked, err := unmountAllUnder(e.Dir)
+	leaked, err := harness.DetachAll(e.Dir)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(leaked) > 0 {
-		errs = append(errs, fmt.Errorf("cleanup: %d mount(s) were still there and were unmounted: %s", len(leaked), strings.Join(leaked, ", ")))
+		errs = append(errs, fmt.Errorf("cleanup: %d mount(s) were still there and were detached: %+v", len(leaked), leaked))
 	}
 	if err := waitGone(orphans, 10*time.Second); err != nil {
 		errs = append(errs, err)
@@ -323,7 +323,7 @@ func (e *Env) Close() error {
 		e.GCS = nil
 	}
 	if e.Dir != "" {
-		if left, err := mountsUnder(e.Dir); err != nil || len(left) > 0 {
+		if left, err := harness.FUSEMounts(e.Dir + "/"); err != nil || len(left) > 0 {
 			errs = append(errs, fmt.Errorf("cleanup: not removing %s: still mounted under it: %v %v", e.Dir, left, err))
 		} else if e.cfg.KeepDir || len(errs) > 0 {
 			e.logf("kept work dir %s (driver.log, gcsfuse-direct.log)", e.Dir)
@@ -384,65 +384,6 @@ func isGCSFuse(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return strings.Contains(s, "(gcsfuse)") && i > 0 && len(s) > i+2 && s[i+2] != 'Z'
-}
-
-// mountsUnder lists mount points at or under dir, deepest first (and a
-// stacked mount point once per mount).
-func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		p := unescapeMountinfo(f[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			out = append(out, p)
-		}
-	}
-	slices.Reverse(out) // later mounts (binds of earlier ones) first
-	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out, nil
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// unmountAllUnder detaches every mount under dir; it returns what it found.
-func unmountAllUnder(dir string) ([]string, error) {
-	if dir == "" {
-		return nil, nil
-	}
-	found, err := mountsUnder(dir)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, p := range found {
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("cleanup: unmount %s: %w", p, err))
-		}
-	}
-	return found, errors.Join(errs...)
 }
 
 // unmountPath unmounts path with umount(2), detaching if it is busy.

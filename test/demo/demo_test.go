@@ -72,12 +72,8 @@ func assertDemoOutput(t *testing.T, out, target string) {
 
 func assertNothingMounted(t *testing.T, dir string) {
 	t.Helper()
-	mounts, err := harness.FUSEMounts(dir + "/")
-	if err != nil || len(mounts) != 0 {
+	if mounts, err := harness.DetachAll(dir); err != nil || len(mounts) != 0 {
 		t.Errorf("left mounted under %s: %+v (%v)", dir, mounts, err)
-		for _, m := range mounts {
-			_ = syscall.Unmount(m.Path, syscall.MNT_DETACH)
-		}
 	}
 }
 

@@ -644,14 +644,13 @@ func (e *env) assertClean(t *testing.T) {
 // still mounted (a failed test) is detached, so that removing the directory
 // can never walk into a live mount.
 func (e *env) forceClean(t *testing.T) {
-	mounts, err := harness.FUSEMounts(e.dir + "/")
-	if err != nil {
-		t.Errorf("read mount table: %v; leaving %s in place", err, e.dir)
-		return
+	mounts, err := harness.DetachAll(e.dir)
+	for _, m := range mounts {
+		t.Errorf("left mounted after cleanup: %s (%s); detached", m.Path, m.Source)
 	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		t.Errorf("left mounted after cleanup: %s (%s); detaching", mounts[i].Path, mounts[i].Source)
-		_ = syscall.Unmount(mounts[i].Path, syscall.MNT_DETACH)
+	if err != nil {
+		t.Errorf("%v; leaving %s in place", err, e.dir)
+		return
 	}
 	if mounts, _ := harness.FUSEMounts(e.dir + "/"); len(mounts) != 0 {
 		t.Errorf("could not detach %+v; leaving %s in place", mounts, e.dir)

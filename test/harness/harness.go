@@ -288,3 +288,33 @@ func Memory(pid int) (rss, hwm int64, err error) {
 	}
 	return rss, hwm, nil
 }
+
+// DetachAll lazily unmounts every fuse.gcsfuse mount under dir, newest first
+// (bind mounts before the FUSE mounts they show), and returns what it found.
+// It is the last-resort cleanup after a failed test; a clean run finds none.
+func DetachAll(dir string) ([]Mount, error) {
+	mounts, err := FUSEMounts(strings.TrimSuffix(dir, "/") + "/")
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(mounts[i].Path, syscall.MNT_DETACH); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
+			errs = append(errs, fmt.Errorf("detach %s: %w", mounts[i].Path, err))
+		}
+	}
+	return mounts, errors.Join(errs...)
+}
+
+// WaitNoChildren waits up to timeout until ppid has no child named comm, and
+// returns those still there (pids, and how many are zombies).
+func WaitNoChildren(ppid int, comm string, timeout time.Duration) ([]int, int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, zombies, err := Children(ppid, comm)
+		if err != nil || len(pids) == 0 || time.Now().After(deadline) {
+			return pids, zombies, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

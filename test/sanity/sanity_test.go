@@ -43,7 +43,6 @@ import (
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/types"
 	"github.com/onsi/gomega"
-	"golang.org/x/sys/unix"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc"
@@ -277,19 +276,16 @@ func startDriver(t *testing.T, opts driver.Options) *driver.Driver {
 // under base or a target/staging directory behind, after removing them.
 func checkSpecLeftovers(base string, dirs ...string) {
 	var problems []string
-	mounts, err := harness.FUSEMounts(base + "/")
-	if err != nil {
-		ginkgo.Fail(fmt.Sprintf("read mounts: %v", err))
+	mounts, err := harness.DetachAll(base)
+	for _, m := range mounts {
+		problems = append(problems, fmt.Sprintf("mount %s (%s) left behind", m.Path, m.Source))
 	}
-	for i := len(mounts) - 1; i >= 0; i-- {
-		problems = append(problems, fmt.Sprintf("mount %s (%s) left behind", mounts[i].Path, mounts[i].Source))
-		if err := unix.Unmount(mounts[i].Path, unix.MNT_DETACH); err != nil {
-			ginkgo.Fail(fmt.Sprintf("unmount leftover %s: %v", mounts[i].Path, err))
-		}
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("detach leftovers: %v", err))
 	}
 	if len(mounts) > 0 {
 		// gcsfuse exits once its mount is gone.
-		waitNoChildren("gcsfuse", 10*time.Second)
+		harness.WaitNoChildren(os.Getpid(), "gcsfuse", 10*time.Second)
 	}
 	for _, dir := range dirs {
 		if _, err := os.Stat(dir); err == nil {
@@ -307,17 +303,12 @@ func checkSpecLeftovers(base string, dirs ...string) {
 // forceCleanup unmounts whatever is still mounted under base (a failed spec
 // may leave mounts behind) and stops leftover gcsfuse children by PID.
 func forceCleanup(t *testing.T, base string) {
-	mounts, err := harness.FUSEMounts(base + "/")
+	mounts, err := harness.DetachAll(base)
 	if err != nil {
-		t.Errorf("read mounts: %v", err)
+		t.Errorf("cleanup: %v", err)
 	}
-	// Newest first: bind mounts before the FUSE mounts they show.
-	for i := len(mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(mounts[i].Path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			t.Errorf("cleanup: unmount %s: %v", mounts[i].Path, err)
-		} else {
-			t.Logf("cleanup: unmounted leftover %s (%s)", mounts[i].Path, mounts[i].Source)
-		}
+	for _, m := range mounts {
+		t.Logf("cleanup: detached leftover %s (%s)", m.Path, m.Source)
 	}
 	// gcsfuse exits once its mount is gone; terminate stragglers by PID.
 	pids, _, _ := waitNoChildren("gcsfuse", 10*time.Second)
@@ -336,14 +327,7 @@ func forceCleanup(t *testing.T, base string) {
 // waitNoChildren waits up to timeout until this process has no child named
 // comm (the in-process driver's gcsfuse daemons), and returns those left.
 func waitNoChildren(comm string, timeout time.Duration) ([]int, int, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		pids, zombies, err := harness.Children(os.Getpid(), comm)
-		if err != nil || len(pids) == 0 || time.Now().After(deadline) {
-			return pids, zombies, err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return harness.WaitNoChildren(os.Getpid(), comm, timeout)
 }
 
 // logBuffer collects klog output (the driver's log) so a failing run can
