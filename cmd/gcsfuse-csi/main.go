@@ -1,7 +1,9 @@
 // Command gcsfuse-csi is a CSI driver that mounts Google Cloud Storage
 // buckets into pods through gcsfuse.
 //
-//	gcsfuse-csi node [flags]   CSI Identity + Node service (privileged)
+//	gcsfuse-csi node [flags]    CSI Identity + Node service (privileged)
+//	gcsfuse-csi probe [flags]   exit 0 if the driver at --endpoint is ready
+//	gcsfuse-csi version
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -28,15 +31,18 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node [flags]   (gcsfuse-csi node --help lists the flags)")
+		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node|probe|version [flags]   (gcsfuse-csi node --help lists the flags)")
 		return fmt.Errorf("no mode given")
 	}
-	if args[0] == "version" {
+	switch args[0] {
+	case "version":
 		fmt.Println(driver.Version)
 		return nil
-	}
-	if args[0] != "node" {
-		return fmt.Errorf("unknown mode %q: want node", args[0])
+	case "probe":
+		return probe(args[1:])
+	case "node":
+	default:
+		return fmt.Errorf("unknown mode %q: want node, probe or version", args[0])
 	}
 	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
 	var opts driver.Options
@@ -63,4 +69,20 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return d.Run(ctx)
+}
+
+// probe is an exec liveness probe: exit 0 when the driver answers ready.
+func probe(args []string) error {
+	fs := flag.NewFlagSet("gcsfuse-csi probe", flag.ContinueOnError)
+	endpoint := fs.String("endpoint", "unix:///csi/csi.sock", "CSI endpoint of the running driver")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	return driver.ProbeEndpoint(ctx, *endpoint)
 }

@@ -3,7 +3,6 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -129,27 +128,40 @@ func (d *Driver) Run(ctx context.Context) error {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
-	klog.InfoS("serving CSI", "driver", d.opts.DriverName, "version", Version, "node", d.opts.NodeID, "endpoint", d.opts.Endpoint)
-
-	errc := make(chan error, 1)
+	servers := []*grpc.Server{srv}
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
+	klog.InfoS("serving CSI", "driver", d.opts.DriverName, "version", Version, "node", d.opts.NodeID, "endpoint", d.opts.Endpoint)
+	if d.opts.RegistrationDir != "" {
+		// Registration goes last: kubelet calls the CSI socket right after.
+		reg, err := listenRegistration(d.opts.RegistrationDir, d.opts.DriverName)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		rs := d.registrationServer()
+		servers = append(servers, rs)
+		go func() { errc <- rs.Serve(reg) }()
+		klog.InfoS("serving kubelet plugin registration", "dir", d.opts.RegistrationDir, "kubeletRegistrationPath", d.opts.KubeletRegistrationPath)
+	}
+
+	var runErr error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		runErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		srv.Stop()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return err
+	for _, s := range servers {
+		stopped := make(chan struct{})
+		go func() { s.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			s.Stop()
+		}
 	}
 	klog.InfoS("stopped serving CSI")
-	return nil
+	return runErr
 }
 
 // logCalls logs every call at V(4), payloads at V(5) with secrets stripped,

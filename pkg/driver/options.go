@@ -29,6 +29,12 @@ type Options struct {
 	AtomicRename     bool
 	MaxRetryAttempts int
 	MountTimeout     time.Duration
+	// RegistrationDir, when set, is kubelet's plugins_registry dir: the
+	// driver registers itself there (no registrar sidecar needed).
+	RegistrationDir string
+	// KubeletRegistrationPath is the CSI socket's path as kubelet (on the
+	// host) sees it.
+	KubeletRegistrationPath string
 }
 
 // AddFlags registers the options on fs with their defaults.
@@ -44,6 +50,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.AtomicRename, "atomic-rename", true, "let gcsfuse rename with the moveObject API (emulators without it need false)")
 	fs.IntVar(&o.MaxRetryAttempts, "max-retry-attempts", 5, "default bound on gcsfuse attempts per GCS call (1-30)")
 	fs.DurationVar(&o.MountTimeout, "mount-timeout", 30*time.Second, "how long gcsfuse may take to start answering")
+	fs.StringVar(&o.RegistrationDir, "registration-dir", "", "kubelet's plugins_registry dir: register with kubelet there (empty: a registrar sidecar does it)")
+	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", "", "the CSI socket's path on the host, as kubelet sees it (with --registration-dir)")
 }
 
 var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
@@ -74,6 +82,16 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxRetryAttempts < 1 || o.MaxRetryAttempts > 30 {
 		errs = append(errs, fmt.Errorf("--max-retry-attempts=%d: want 1 to 30 (unbounded retries hang a dead mount)", o.MaxRetryAttempts))
+	}
+	if o.RegistrationDir != "" {
+		if !filepath.IsAbs(o.RegistrationDir) {
+			errs = append(errs, fmt.Errorf("--registration-dir=%q: want an absolute path", o.RegistrationDir))
+		}
+		if !filepath.IsAbs(o.KubeletRegistrationPath) {
+			errs = append(errs, fmt.Errorf("--kubelet-registration-path=%q: want the CSI socket's absolute path on the host (required with --registration-dir)", o.KubeletRegistrationPath))
+		}
+	} else if o.KubeletRegistrationPath != "" {
+		errs = append(errs, errors.New("--kubelet-registration-path: only meaningful with --registration-dir"))
 	}
 	if o.MountTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--mount-timeout=%s: want a positive duration", o.MountTimeout))

@@ -27,6 +27,9 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{func(o *Options) { o.GCSEndpoint = "ftp://x" }, "--gcs-endpoint"},
 		{func(o *Options) { o.MaxRetryAttempts = 0 }, "--max-retry-attempts"},
 		{func(o *Options) { o.MountTimeout = 0 }, "--mount-timeout"},
+		{func(o *Options) { o.RegistrationDir = "rel"; o.KubeletRegistrationPath = "/x.sock" }, "--registration-dir"},
+		{func(o *Options) { o.RegistrationDir = "/reg" }, "--kubelet-registration-path"},
+		{func(o *Options) { o.KubeletRegistrationPath = "/x.sock" }, "only meaningful with --registration-dir"},
 	}
 	o := validOptions()
 	if err := o.Validate(); err != nil {
