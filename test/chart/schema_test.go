@@ -1,0 +1,123 @@
+package chart
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestSchemaRejectsBadValues: values.schema.json stops bad values before
+// anything is rendered, and the error names the key. Each overlay is the
+// default values with one mistake.
+func TestSchemaRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name, values string
+		want         string // the key the error must name
+	}{
+		{"relative kubeletDir", "kubeletDir: var/lib/kubelet", "/kubeletDir"},
+		{"kubeletDir with trailing slash", "kubeletDir: /var/lib/kubelet/", "/kubeletDir"},
+		{"kubeletDir with ..", "kubeletDir: /var/lib/../kubelet", "/kubeletDir"},
+		{"kubeletDir root", "kubeletDir: /", "/kubeletDir"},
+		{"empty kubeletDir", `kubeletDir: ""`, "/kubeletDir"},
+		{"driverName with capitals and underscore", "driverName: GCS_Fuse", "/driverName"},
+		{"driverName with a trailing dot", "driverName: gcsfuse.example.", "/driverName"},
+		{"driverName over 63 characters", "driverName: " + strings.Repeat("a", 60) + ".com", "/driverName"},
+		{"image pullPolicy", "image: {pullPolicy: Sometimes}", "/image/pullPolicy"},
+		{"image tag with a space", "image: {tag: 'v1 2'}", "/image/tag"},
+		{"registrar pullPolicy lower case", "registrar: {image: {pullPolicy: always}}", "/registrar/image/pullPolicy"},
+		{"unknown registrar mode", "registrar: {mode: external}", "/registrar/mode"},
+		{"registrar health port", "registrar: {healthPort: 70000}", "/registrar/healthPort"},
+		{"negative verbosity", "driver: {logVerbosity: -1}", "/driver/logVerbosity"},
+		{"verbosity as a string", "driver: {logVerbosity: high}", "/driver/logVerbosity"},
+		{"zero retries", "driver: {maxRetryAttempts: 0}", "/driver/maxRetryAttempts"},
+		{"too many retries", "driver: {maxRetryAttempts: 31}", "/driver/maxRetryAttempts"},
+		{"fractional retries", "driver: {maxRetryAttempts: 2.5}", "/driver/maxRetryAttempts"},
+		{"gcsEndpoint without a scheme", "driver: {gcsEndpoint: storage.googleapis.com}", "/driver/gcsEndpoint"},
+		{"gcsEndpoint other scheme", "driver: {gcsEndpoint: 'ftp://x/'}", "/driver/gcsEndpoint"},
+		{"anonymous as a string", "driver: {anonymous: 'yes'}", "/driver/anonymous"},
+		{"extraArgs overriding the driver name", "driver: {extraArgs: [--driver-name=other]}", "/driver/extraArgs/0"},
+		{"extraArgs overriding the endpoint", "driver: {extraArgs: [--mount-timeout=1m, -endpoint=unix:///x]}", "/driver/extraArgs/1"},
+		{"extraArgs not a flag", "driver: {extraArgs: [node]}", "/driver/extraArgs/0"},
+		{"unknown top-level key (typo)", "kubeletdir: /var/lib/kubelet", "kubeletdir"},
+		{"unknown driver key", "driver: {gcsEndPoint: http://x/}", "gcsEndPoint"},
+		{"unknown node key", "node: {tolerance: []}", "tolerance"},
+		{"updateStrategy type", "node: {updateStrategy: {type: Recreate}}", "/node/updateStrategy/type"},
+		{"toleration operator", "node: {tolerations: [{operator: Exist}]}", "/node/tolerations/0"},
+		{"toleration field", "node: {tolerations: [{operater: Exists}]}", "/node/tolerations/0"},
+		{"resources key", "node: {resources: {request: {cpu: 1}}}", "/node/resources"},
+		{"affinity key", "node: {affinity: {nodeAfinity: {}}}", "nodeAfinity"},
+		{"resources quantity", "node: {resources: {limits: {memory: lots}}}", "/node/resources/limits/memory"},
+		{"nodeSelector value", "node: {nodeSelector: {kubernetes.io/os: 1}}", "/node/nodeSelector/kubernetes.io~1os"},
+		{"service account name", "node: {serviceAccount: {name: Bad_Name}}", "/node/serviceAccount/name"},
+		{"liveness period", "node: {livenessProbe: {periodSeconds: 0}}", "/node/livenessProbe/periodSeconds"},
+		{"imagePullSecrets as strings", "imagePullSecrets: [regcred]", "/imagePullSecrets/0"},
+		{"hostNetwork as a string", "node: {hostNetwork: 'true'}", "/node/hostNetwork"},
+	}
+	c := loadChart(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			files, err := renderChart(c, parseValues(t, tc.values))
+			if err == nil {
+				t.Fatalf("values %q rendered (%d files), want a schema error", tc.values, len(files))
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "values don't meet the specifications of the schema") {
+				t.Errorf("error is not the schema's: %v", err)
+			}
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("error does not name %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestSchemaAcceptsGoodValues: the schema is not simply stricter than the
+// chart's own users; values at the edges of each rule pass.
+func TestSchemaAcceptsGoodValues(t *testing.T) {
+	c := loadChart(t)
+	for _, values := range []string{
+		"kubeletDir: /var/snap/microk8s/common/var/lib/kubelet",
+		"driverName: gcs",
+		"driverName: " + strings.Repeat("a", 59) + ".com",
+		"driver: {maxRetryAttempts: 1, logVerbosity: 0}",
+		"driver: {maxRetryAttempts: 30}",
+		"driver: {gcsEndpoint: 'https://storage.example.com/storage/v1/'}",
+		"driver: {gcsEndpoint: 'http://127.0.0.1:4443/storage/v1/'}",
+		"driver: {extraArgs: [--mount-timeout=1m, --vmodule=mounter=5]}",
+		"node: {resources: {requests: {cpu: 100m, memory: 1Gi}, limits: {memory: 2G}}}",
+		"node: {tolerations: [{key: k, operator: Equal, value: v, effect: NoSchedule}]}",
+		"node: {updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 10%}}}",
+		"node: {affinity: {nodeAffinity: {}}}",
+		"image: {tag: v0.2.0-rc.1, repository: registry.example.com:5000/mirror/gcsfuse-csi}",
+	} {
+		if _, err := renderChart(c, parseValues(t, values)); err != nil {
+			t.Errorf("values %q: %v", values, err)
+		}
+	}
+}
+
+// TestSchemaClosesObjects: every object the schema describes key by key
+// refuses unknown keys, so a misspelt value fails instead of being ignored.
+func TestSchemaClosesObjects(t *testing.T) {
+	var schema map[string]any
+	if err := json.Unmarshal(readFile(t, chartDir+"/values.schema.json"), &schema); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(ptr string, node any)
+	walk = func(ptr string, node any) {
+		switch n := node.(type) {
+		case map[string]any:
+			if _, ok := n["properties"]; ok && n["additionalProperties"] != false {
+				t.Errorf("schema %s: has properties but allows any other key (want additionalProperties: false)", ptr)
+			}
+			for k, v := range n {
+				walk(ptr+"/"+k, v)
+			}
+		case []any:
+			for _, v := range n {
+				walk(ptr+"/[]", v)
+			}
+		}
+	}
+	walk("#", schema)
+}
