@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GCSFUSE_VERSION := $(shell awk '$$1=="github.com/googlecloudplatform/gcsfuse/v3"{print $$2}' go.mod)
 LDFLAGS := -X $(MODULE)/pkg/driver.Version=$(VERSION)
 
-.PHONY: all build deps test unit sanity e2e bench demo lint clean
+.PHONY: all build deps test unit sanity e2e e2e-k8s bench demo lint clean
 
 all: build
 
@@ -41,6 +41,12 @@ sanity: deps build
 
 e2e: deps build
 	$(GO) test -count=1 -v ./test/e2e/...
+
+## e2e-k8s: single-node Kubernetes v1.35.4 (built from the module proxy, cached in
+## $GCSFUSE_CSI_CACHE, default /var/cache/gcsfuse-csi), driver deployed from `make images`
+## and the Helm chart, restricted pods using buckets on fake GCS, full teardown (root)
+e2e-k8s:
+	test/k8s/run.sh
 
 ## bench: latency and throughput, against baselines measured in the same run
 bench: deps build
