@@ -105,7 +105,8 @@ fi
 ln -sf "$(basename "$FAKE_GCS")" "$TOOLS_BIN/fake-gcs-server"
 
 # ------------------------------------------------------------------ images
-# imgtool (stdlib only, part of this repository) writes docker-archive tarballs.
+# imgtool (part of this repository, over internal/ociimage like hack/imgbuild)
+# writes OCI layout image tarballs.
 (cd "$repo" && CGO_ENABLED=0 go build -o "$TOOLS_BIN/imgtool" ./test/k8s/imgtool)
 # Rebuilt when imgtool, the pause source or Debian's busybox change.
 stamp=$(cat "$TOOLS_BIN/imgtool" "$repo/test/k8s/imgtool/pause/main.go" /bin/busybox | sha256sum | cut -d' ' -f1)
