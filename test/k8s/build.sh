@@ -19,7 +19,7 @@ repo=$(cd "$here/../.." && pwd)
 need_root
 
 # ---------------------------------------------------------------- packages
-pkgs=(containerd runc etcd-server etcd-client containernetworking-plugins iptables nftables busybox-static curl)
+pkgs=(containerd runc etcd-server etcd-client containernetworking-plugins iptables nftables busybox-static curl jq openssl iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
