@@ -566,6 +566,25 @@ type env struct {
 	drv   *harness.Driver
 }
 
+// binaries skips without /dev/fuse (the driver's Probe needs it) and
+// returns the built driver and gcsfuse.
+func binaries(t *testing.T) (driver, gcsfuse string) {
+	t.Helper()
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		t.Skipf("e2e needs /dev/fuse: %v", err)
+	} else {
+		f.Close()
+	}
+	driver, err := harness.Binary("gcsfuse-csi", "GCSFUSE_CSI_BIN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gcsfuse, err = harness.Binary("gcsfuse", "GCSFUSE_BIN"); err != nil {
+		t.Fatal(err)
+	}
+	return driver, gcsfuse
+}
+
 // newEnv starts fake-gcs-server holding fixture and the driver binary, in a
 // fresh directory. Cleanups (in this order, after the test's own unpublish
 // and unstage cleanups): check nothing is left, stop the driver by PID, stop
@@ -575,19 +594,7 @@ func newEnv(t *testing.T) *env {
 	if os.Geteuid() != 0 {
 		t.Skip("e2e needs root: the driver mounts FUSE filesystems and bind mounts")
 	}
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		t.Skipf("e2e needs /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
-	bin, err := harness.Binary("gcsfuse-csi", "GCSFUSE_CSI_BIN")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcsfuse, err := harness.Binary("gcsfuse", "GCSFUSE_BIN")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, gcsfuse := binaries(t)
 	dir, err := os.MkdirTemp("", "gcsfuse-csi-e2e-")
 	if err != nil {
 		t.Fatal(err)

@@ -18,14 +18,7 @@ import (
 // TestKubeletRegistration talks to the driver's registration socket the way
 // kubelet's plugin watcher does, and runs the exec liveness probe.
 func TestKubeletRegistration(t *testing.T) {
-	bin, err := harness.Binary("gcsfuse-csi", "GCSFUSE_CSI_BIN")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcsfuse, err := harness.Binary("gcsfuse", "GCSFUSE_BIN")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin, gcsfuse := binaries(t)
 	dir, err := os.MkdirTemp("", "reg")
 	if err != nil {
 		t.Fatal(err)
