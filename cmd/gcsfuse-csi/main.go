@@ -1,8 +1,10 @@
 // Command gcsfuse-csi is a CSI driver that mounts Google Cloud Storage
 // buckets into pods through gcsfuse.
 //
-//	gcsfuse-csi node [flags]    CSI Identity + Node service (privileged)
-//	gcsfuse-csi probe [flags]   exit 0 if the driver at --endpoint is ready
+//	gcsfuse-csi node [flags]     CSI Identity + Node service (privileged)
+//	gcsfuse-csi mounter [flags]  FUSE daemon host: runs gcsfuse on fds the
+//	                             node hands it (no privilege needed)
+//	gcsfuse-csi probe [flags]    exit 0 if the driver at --endpoint is ready
 //	gcsfuse-csi version
 package main
 
@@ -31,7 +33,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node|probe|version [flags]   (gcsfuse-csi node --help lists the flags)")
+		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node|mounter|probe|version [flags]   (gcsfuse-csi node --help lists the flags)")
 		return fmt.Errorf("no mode given")
 	}
 	switch args[0] {
@@ -40,19 +42,16 @@ func run(args []string) error {
 		return nil
 	case "probe":
 		return probe(args[1:])
+	case "mounter":
+		return runMounter(args[1:])
 	case "node":
 	default:
-		return fmt.Errorf("unknown mode %q: want node, probe or version", args[0])
+		return fmt.Errorf("unknown mode %q: want node, mounter, probe or version", args[0])
 	}
 	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
 	var opts driver.Options
 	opts.AddFlags(fs)
-	// Of klog's flags only the verbosity ones: logs always go to stderr.
-	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	for _, name := range []string{"v", "vmodule"} {
-		fs.Var(klogFlags.Lookup(name).Value, name, klogFlags.Lookup(name).Usage)
-	}
+	addKlogFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -69,6 +68,15 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return d.Run(ctx)
+}
+
+// addKlogFlags adds klog's verbosity flags to fs: logs always go to stderr.
+func addKlogFlags(fs *flag.FlagSet) {
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	for _, name := range []string{"v", "vmodule"} {
+		fs.Var(klogFlags.Lookup(name).Value, name, klogFlags.Lookup(name).Usage)
+	}
 }
 
 // probe is an exec liveness probe: exit 0 when the driver answers ready.

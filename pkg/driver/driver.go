@@ -46,6 +46,7 @@ type Deps struct {
 	Daemon mounter.Daemon
 	Check  mounter.BucketChecker
 	Ready  func() error
+	Clock  func() time.Time // crash-loop backoff; nil: time.Now
 }
 
 // New builds a node driver from validated options. It does no network I/O.
@@ -60,19 +61,36 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if deps.FUSE == nil {
 		deps.FUSE = mounter.KernelFUSE{}
 	}
-	if deps.Daemon == nil {
+	inProcess := false
+	switch {
+	case deps.Daemon != nil:
+	case opts.MounterSocket != "":
+		if err := prepareSocketDir(opts.MounterSocket, opts.MounterUID); err != nil {
+			return nil, err
+		}
+		deps.Daemon = mounter.NewRemoteDaemon(opts.MounterSocket)
+	default:
 		path, err := exec.LookPath(bin)
 		if err != nil {
 			return nil, fmt.Errorf("--gcsfuse=%q: %w", bin, err)
 		}
 		bin = path
-		deps.Daemon = mounter.NewProcessDaemon(bin)
+		// Sessions of an earlier driver process died with it.
+		pd := mounter.NewProcessDaemon(bin, filepath.Join(opts.StateDir, "sessions"))
+		if err := pd.CleanWorkDir(); err != nil {
+			return nil, fmt.Errorf("--state-dir=%q: %w", opts.StateDir, err)
+		}
+		deps.Daemon, inProcess = pd, true
 	}
 	if deps.Check == nil {
 		deps.Check = &gcs.Checker{Endpoint: opts.GCSEndpoint}
 	}
 	if deps.Ready == nil {
-		deps.Ready = func() error { return nodeReady(bin, opts.StateDir) }
+		gcsfuse := ""
+		if inProcess {
+			gcsfuse = bin
+		}
+		deps.Ready = func() error { return nodeReady(gcsfuse, opts.StateDir) }
 	}
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, inlineDir), 0o700); err != nil {
 		return nil, fmt.Errorf("--state-dir=%q: %w", opts.StateDir, err)
@@ -84,6 +102,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		MaxRetryAttempts: opts.MaxRetryAttempts,
 		AtomicRename:     opts.AtomicRename,
 		MountTimeout:     opts.MountTimeout,
+		Clock:            deps.Clock,
 	}
 	return &Driver{
 		opts:    opts,
@@ -92,16 +111,21 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	}, nil
 }
 
-// nodeReady is true when a mount could be made right now: /dev/fuse opens,
-// gcsfuse is executable, and the state dir is writable.
+// nodeReady is true when this process can do its part of a mount right
+// now: /dev/fuse opens, the state dir is writable, and (gcsfuse != "", when
+// gcsfuse runs in-process) gcsfuse is executable. A separate mounter's
+// health is deliberately not part of it: the liveness probe uses Probe, and
+// restarting the driver cannot fix a mounter.
 func nodeReady(gcsfuse, stateDir string) error {
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("/dev/fuse: %w", err)
 	}
 	f.Close()
-	if fi, err := os.Stat(gcsfuse); err != nil || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("gcsfuse binary %q is not executable: %v", gcsfuse, err)
+	if gcsfuse != "" {
+		if fi, err := os.Stat(gcsfuse); err != nil || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("gcsfuse binary %q is not executable: %v", gcsfuse, err)
+		}
 	}
 	probe, err := os.CreateTemp(stateDir, ".probe-")
 	if err != nil {
@@ -111,9 +135,46 @@ func nodeReady(gcsfuse, stateDir string) error {
 	return os.Remove(probe.Name())
 }
 
+// prepareSocketDir creates the mounter socket's directory, owned by uid
+// (when >= 0) and mode 0700: only root and the mounter can reach it.
+func prepareSocketDir(socket string, uid int) error {
+	dir := filepath.Dir(socket)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("--mounter-socket=%q: %w", socket, err)
+	}
+	if uid < 0 {
+		return nil
+	}
+	if err := os.Chown(dir, uid, uid); err != nil {
+		return fmt.Errorf("--mounter-uid=%d: chown %q: %w", uid, dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("--mounter-socket=%q: chmod: %w", socket, err)
+	}
+	return nil
+}
+
+// Reconcile makes the node consistent after a restart (see
+// mounter.Reconcile). Run calls it before serving.
+func (d *Driver) Reconcile(ctx context.Context) {
+	start := time.Now()
+	rep, err := d.mounter.Reconcile(ctx, filepath.Join(d.opts.StateDir, inlineDir))
+	if err != nil {
+		klog.ErrorS(err, "reconcile")
+		return
+	}
+	klog.InfoS("reconciled mounts with the mount table and the FUSE daemon host",
+		"healthy", rep.Healthy, "dead", rep.Dead, "unusedInlineReleased", len(rep.Released),
+		"orphanSessionsStopped", len(rep.StoppedSessions), "daemonUnreachable", rep.DaemonUnreachable,
+		"duration", time.Since(start).Round(time.Millisecond))
+}
+
 // Run serves CSI on the endpoint until ctx ends, then stops gracefully.
 // Mounts are left in place: stopping the driver never unmounts a volume.
 func (d *Driver) Run(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	d.Reconcile(rctx)
+	cancel()
 	sock, _ := d.opts.socketPath()
 	if err := os.MkdirAll(filepath.Dir(sock), 0o750); err != nil {
 		return fmt.Errorf("create socket dir: %w", err)

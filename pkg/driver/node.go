@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -21,6 +22,9 @@ var nodeCapabilities = []csi.NodeServiceCapability_RPC_Type{
 	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 	csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP,
 	csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+	capVolumeCondition,
+	csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
 }
 
 // NodeGetCapabilities lists what the node service implements.
@@ -94,7 +98,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if r.ephemeral {
 		err = d.publishInline(ctx, r)
 	} else {
-		err = d.publishStaged(r)
+		err = d.publishStaged(ctx, r)
 	}
 	if err != nil {
 		return nil, toStatus("publish volume "+r.volumeID, err)
@@ -102,19 +106,29 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
-func (d *Driver) publishStaged(r *publishRequest) error {
+func (d *Driver) publishStaged(ctx context.Context, r *publishRequest) error {
 	state, mp, err := d.mounter.Inspect(r.stagingPath)
 	if err != nil {
 		return err
 	}
 	want := mounter.Source(r.volume.Bucket, mounter.SessionID(r.stagingPath, r.volume))
 	switch {
-	case state == mounter.NotMounted:
-		return status.Errorf(codes.FailedPrecondition, "volume %q is not staged at %q; NodeStageVolume must succeed first", r.volumeID, r.stagingPath)
-	case state == mounter.Corrupted:
-		return status.Errorf(codes.FailedPrecondition, "the staged mount of volume %q at %q is not answering (its gcsfuse died or hangs); it is re-mounted by the next NodeStageVolume", r.volumeID, r.stagingPath)
-	case mp.Device != want:
+	case state != mounter.NotMounted && mp.Device != want:
 		return status.Errorf(codes.FailedPrecondition, "volume %q is staged at %q with other options than this publish asks for (for example another fsGroup or mount options)", r.volumeID, r.stagingPath)
+	case state != mounter.Mounted:
+		// Its gcsfuse died (or its mounter restarted), or an earlier
+		// re-mount failed half-way. The request has everything the stage
+		// had, so stage here: for a running pod kubelet retries
+		// NodePublish, never NodeStage.
+		if !d.volumeLocks.TryAcquire(r.volumeID) {
+			return status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", r.volumeID)
+		}
+		klog.InfoS("staged mount is "+state.String()+"; mounting it for this publish", "volume", r.volumeID, "staging", r.stagingPath)
+		err := d.mounter.EnsureMounted(ctx, r.stagingPath, r.volume)
+		d.volumeLocks.Release(r.volumeID)
+		if err != nil {
+			return fmt.Errorf("stage %q for this publish: %w", r.stagingPath, err)
+		}
 	}
 	if r.singleWriter {
 		// One target only. The staging path's lock makes check-then-bind

@@ -32,13 +32,15 @@ type env struct {
 	fm     *mount.FakeMounter
 	daemon *fake.Daemon
 	dir    string
-	check  error // returned by the bucket check
+	check  error     // returned by the bucket check
+	now    time.Time // the crash-loop backoff's clock
 }
 
 // newEnv returns a driver on a fresh FakeMounter and fake daemon.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{fm: mount.NewFakeMounter(nil), daemon: fake.NewDaemon(), dir: t.TempDir()}
+	e := &env{fm: mount.NewFakeMounter(nil), daemon: fake.NewDaemon(), dir: t.TempDir(), now: time.Now()}
+	e.daemon.Now = func() time.Time { return e.now }
 	opts := Options{
 		Endpoint: "unix:///unused.sock", DriverName: DefaultDriverName, NodeID: "node-1",
 		StateDir: filepath.Join(e.dir, "state"), GCSFuseBinary: "gcsfuse", MaxRetryAttempts: 3, MountTimeout: 2 * time.Second,
@@ -49,6 +51,7 @@ func newEnv(t *testing.T) *env {
 		Daemon: e.daemon,
 		Check:  checkFunc(func(context.Context, string, string, bool) error { return e.check }),
 		Ready:  func() error { return nil },
+		Clock:  func() time.Time { return e.now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -218,15 +221,25 @@ func TestCorruptedMountsAreReplaced(t *testing.T) {
 	if err := e.unpublish(target); err != nil {
 		t.Fatal(err)
 	}
+	// A dead staged mount is re-mounted by the next publish (kubelet
+	// retries NodePublish, not NodeStage, for a running pod), with a new
+	// gcsfuse; the next stage then finds it healthy.
 	e.fm.MountCheckErrors = map[string]error{stage: syscall.ENOTCONN}
-	if err := e.publish("bkt", stage, target, false); status.Code(err) != codes.FailedPrecondition {
-		t.Errorf("publish on a dead staged mount: %v, want FailedPrecondition", err)
+	if err := e.publish("bkt", stage, target, false); err != nil {
+		t.Errorf("publish on a dead staged mount: %v, want it re-mounted", err)
 	}
+	e.fm.MountCheckErrors = nil
 	if err := e.stage("bkt", stage); err != nil {
 		t.Fatal(err)
 	}
-	if e.daemon.Starts != 2 || e.daemon.Stops != 1 || len(e.fm.MountPoints) != 1 {
-		t.Errorf("re-stage: %d starts, %d stops, mounts %v", e.daemon.Starts, e.daemon.Stops, e.mounts())
+	if e.daemon.Starts != 2 || e.daemon.Stops != 1 || len(e.fm.MountPoints) != 2 {
+		t.Errorf("re-mount by publish: %d starts, %d stops, mounts %v; want 2, 1, stage + target", e.daemon.Starts, e.daemon.Stops, e.mounts())
+	}
+	// A dead staged mount staged with other options is not re-mounted with
+	// this publish's: that is a conflict for the CO to sort out.
+	e.fm.MountCheckErrors = map[string]error{stage: syscall.ENOTCONN}
+	if err := e.publish("bkt", stage, e.path("t3"), false, "uid=7"); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("publish with other options on a dead staged mount: %v, want FailedPrecondition", err)
 	}
 }
 
@@ -435,7 +448,8 @@ func TestCapabilitiesAndInfo(t *testing.T) {
 	for _, c := range resp.GetCapabilities() {
 		got = append(got, c.GetRpc().GetType().String())
 	}
-	if want := "STAGE_UNSTAGE_VOLUME VOLUME_MOUNT_GROUP SINGLE_NODE_MULTI_WRITER"; strings.Join(got, " ") != want {
+	// 4 is VOLUME_CONDITION, a name CSI v1.13 dropped from its Go types.
+	if want := "STAGE_UNSTAGE_VOLUME VOLUME_MOUNT_GROUP SINGLE_NODE_MULTI_WRITER GET_VOLUME_STATS 4 GET_VOLUME_HEALTH"; strings.Join(got, " ") != want {
 		t.Errorf("capabilities %v, want %s", got, want)
 	}
 	info, _ := e.d.NodeGetInfo(context.Background(), &csi.NodeGetInfoRequest{})

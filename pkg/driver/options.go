@@ -35,6 +35,13 @@ type Options struct {
 	// KubeletRegistrationPath is the CSI socket's path as kubelet (on the
 	// host) sees it.
 	KubeletRegistrationPath string
+	// MounterSocket, when set, is the unix socket of `gcsfuse-csi mounter`:
+	// gcsfuse runs there, so restarting the driver keeps every mount.
+	// Empty: gcsfuse runs in the driver process and dies with it.
+	MounterSocket string
+	// MounterUID, when >= 0, owns the mounter socket's directory (created
+	// 0700), so an unprivileged mounter can create its socket there.
+	MounterUID int
 }
 
 // AddFlags registers the options on fs with their defaults.
@@ -52,6 +59,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.MountTimeout, "mount-timeout", 30*time.Second, "how long gcsfuse may take to start answering")
 	fs.StringVar(&o.RegistrationDir, "registration-dir", "", "kubelet's plugins_registry dir: register with kubelet there (empty: a registrar sidecar does it)")
 	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", "", "the CSI socket's path on the host, as kubelet sees it (with --registration-dir)")
+	fs.StringVar(&o.MounterSocket, "mounter-socket", "", "unix socket of `gcsfuse-csi mounter`, which runs gcsfuse so mounts survive a driver restart (empty: gcsfuse runs in the driver process and dies with it)")
+	fs.IntVar(&o.MounterUID, "mounter-uid", -1, "uid that owns the mounter socket's directory, created 0700 (-1: leave it as it is)")
 }
 
 var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
@@ -92,6 +101,12 @@ func (o *Options) Validate() error {
 		}
 	} else if o.KubeletRegistrationPath != "" {
 		errs = append(errs, errors.New("--kubelet-registration-path: only meaningful with --registration-dir"))
+	}
+	if o.MounterSocket != "" && !filepath.IsAbs(o.MounterSocket) {
+		errs = append(errs, fmt.Errorf("--mounter-socket=%q: want an absolute path", o.MounterSocket))
+	}
+	if o.MounterUID > 0 && o.MounterSocket == "" {
+		errs = append(errs, errors.New("--mounter-uid: only meaningful with --mounter-socket"))
 	}
 	if o.MountTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--mount-timeout=%s: want a positive duration", o.MountTimeout))

@@ -26,6 +26,8 @@ func toStatus(what string, err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, mounter.ErrNotOurs), errors.Is(err, mounter.ErrNotMounted):
 		code = codes.FailedPrecondition
+	case errors.Is(err, mounter.ErrDaemonUnavailable), errors.Is(err, mounter.ErrBackoff):
+		code = codes.Unavailable
 	case errors.Is(err, gcs.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, gcs.ErrPermissionDenied):

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,10 +26,18 @@ type Session struct {
 	ID     string   // SessionID of the mount
 	Bucket string   // bucket to serve
 	Args   []string // gcsfuse flags, without the bucket and mount point
+	// FileCache asks for a --cache-dir. The daemon host picks where the
+	// session's temp dir and cache live: it owns and cleans them.
+	FileCache bool
 }
 
 // SessionStatus is what a Daemon knows about a session.
 type SessionStatus struct {
+	ID      string
+	Bucket  string
+	PID     int
+	Started time.Time
+	Exited  time.Time // zero while running
 	Running bool
 	// Err says why an exited session stopped: its exit status and the last
 	// lines gcsfuse logged.
@@ -35,27 +47,36 @@ type SessionStatus struct {
 // Daemon hosts FUSE daemons (gcsfuse) on connections the privileged side has
 // already mounted. It needs no privilege: it only serves file descriptors it
 // is handed. The node driver talks to it only through this interface, so it
-// can live in the driver process or in a separate one.
+// can live in the driver process (ProcessDaemon) or in a separate one
+// (RemoteDaemon, talking to `gcsfuse-csi mounter`).
 type Daemon interface {
 	// Start runs gcsfuse for s on the FUSE connection dev, which Start owns
 	// from then on: it is closed before Start returns, in every case, so that
 	// the daemon holds the only copy (a copy left behind turns a dead daemon
 	// into hanging reads instead of ENOTCONN).
 	Start(ctx context.Context, s Session, dev *os.File) error
-	// Status reports on session id; an unknown id is an error.
-	Status(id string) (SessionStatus, error)
+	// Status reports on session id; an unknown id is ErrUnknownSession.
+	Status(ctx context.Context, id string) (SessionStatus, error)
 	// Stop waits for the session's daemon to exit (it exits once its mount is
 	// gone), terminates it if ctx ends first, and forgets it. Stopping an
 	// unknown id is not an error.
 	Stop(ctx context.Context, id string) error
+	// List reports every session the daemon hosts, running or exited and
+	// not yet stopped.
+	List(ctx context.Context) ([]SessionStatus, error)
 }
 
 // ErrUnknownSession is returned by Daemon.Status for ids it does not host.
 var ErrUnknownSession = errors.New("no such gcsfuse session")
 
-// ProcessDaemon runs each session as a child gcsfuse process.
+// ProcessDaemon runs each session as a child gcsfuse process. Children die
+// with it (SIGKILL on parent death): a gcsfuse nobody supervises would
+// serve a mount nobody can stop or report on.
 type ProcessDaemon struct {
 	Binary string // gcsfuse
+	// WorkDir holds a directory per session (temp files, file cache),
+	// created 0700 at start and removed when the session's gcsfuse exits.
+	WorkDir string
 	// Logf receives every line gcsfuse logs, with its severity. Nil: klog.
 	Logf func(id, severity, line string)
 
@@ -64,20 +85,50 @@ type ProcessDaemon struct {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait returned
-	err  error         // Wait's result, valid after done
-	tail *tail
+	cmd     *exec.Cmd
+	bucket  string
+	started time.Time
+	done    chan struct{} // closed when cmd.Wait returned
+	err     error         // Wait's result, valid after done
+	exited  time.Time     // valid after done
+	tail    *tail
 }
 
-// NewProcessDaemon returns a Daemon running gcsfuse from binary.
-func NewProcessDaemon(binary string) *ProcessDaemon {
-	return &ProcessDaemon{Binary: binary, sessions: map[string]*proc{}}
+// NewProcessDaemon returns a Daemon running gcsfuse from binary, with
+// per-session directories under workDir.
+func NewProcessDaemon(binary, workDir string) *ProcessDaemon {
+	return &ProcessDaemon{Binary: binary, WorkDir: workDir, sessions: map[string]*proc{}}
 }
+
+// CleanWorkDir removes what earlier processes left in WorkDir: their
+// sessions died with them. Call it before the first Start.
+func (d *ProcessDaemon) CleanWorkDir() error {
+	if err := os.MkdirAll(d.WorkDir, 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(d.WorkDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(d.WorkDir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var sessionIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Start implements Daemon.
 func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) error {
 	defer dev.Close()
+	if !sessionIDRE.MatchString(s.ID) {
+		return fmt.Errorf("session id %q: want 1-64 letters, digits, '-' or '_'", s.ID)
+	}
+	if s.Bucket == "" {
+		return errors.New("session bucket is required")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if p, ok := d.sessions[s.ID]; ok {
@@ -87,22 +138,36 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 			return fmt.Errorf("gcsfuse session %s is already running (pid %d)", s.ID, p.cmd.Process.Pid)
 		}
 	}
-	args := append(append([]string{"--foreground", "--log-format=text"}, s.Args...), s.Bucket, "/dev/fd/3")
+	dir := filepath.Join(d.WorkDir, s.ID)
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return fmt.Errorf("create session dir: %w", err)
+	}
+	args := append([]string{"--foreground", "--log-format=text"}, s.Args...)
+	args = append(args, "--temp-dir="+filepath.Join(dir, "tmp"))
+	if s.FileCache {
+		if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o700); err != nil {
+			return fmt.Errorf("create file cache dir: %w", err)
+		}
+		args = append(args, "--cache-dir="+filepath.Join(dir, "cache"))
+	}
+	args = append(args, s.Bucket, "/dev/fd/3")
 	cmd := exec.Command(d.Binary, args...)
 	cmd.ExtraFiles = []*os.File{dev} // fd 3 in the child
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
 	// Own process group: a Ctrl-C or SIGTERM aimed at the driver's group
-	// must not kill gcsfuse before the driver unmounts.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// must not kill gcsfuse before the driver unmounts. Pdeathsig: gcsfuse
+	// does not outlive its supervisor.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
 	}
 	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
+		_ = os.RemoveAll(dir)
 		return fmt.Errorf("start gcsfuse: %w", err)
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), tail: &tail{max: 8}}
+	p := &proc{cmd: cmd, bucket: s.Bucket, started: time.Now(), done: make(chan struct{}), tail: &tail{max: 8}}
 	d.sessions[s.ID] = p
 	logf := d.Logf
 	if logf == nil {
@@ -111,6 +176,10 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 	go func() {
 		p.tail.copyLines(out, func(line, sev string) { logf(s.ID, sev, line) })
 		p.err = cmd.Wait() // reaps: no zombies
+		p.exited = time.Now()
+		if err := os.RemoveAll(dir); err != nil {
+			klog.ErrorS(err, "removing session dir", "session", s.ID)
+		}
 		close(p.done)
 		klog.V(2).InfoS("gcsfuse exited", "session", s.ID, "pid", cmd.Process.Pid, "status", errString(p.err))
 	}()
@@ -118,20 +187,67 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 	return nil
 }
 
+// spawnc hands every exec to one goroutine locked to its OS thread for the
+// life of the process. Pdeathsig fires when the *thread* that forked the
+// child exits, and Go may retire threads; this one never is.
+var (
+	spawnOnce sync.Once
+	spawnc    chan spawnReq
+)
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func spawn(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnc = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives forever
+			for r := range spawnc {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnc <- spawnReq{cmd, done}
+	return <-done
+}
+
+func (p *proc) status(id string) SessionStatus {
+	st := SessionStatus{ID: id, Bucket: p.bucket, PID: p.cmd.Process.Pid, Started: p.started, Running: true}
+	select {
+	case <-p.done:
+		st.Running = false
+		st.Exited = p.exited
+		st.Err = fmt.Errorf("gcsfuse exited (%s): %s", errString(p.err), p.tail.String())
+	default:
+	}
+	return st
+}
+
 // Status implements Daemon.
-func (d *ProcessDaemon) Status(id string) (SessionStatus, error) {
+func (d *ProcessDaemon) Status(_ context.Context, id string) (SessionStatus, error) {
 	d.mu.Lock()
 	p, ok := d.sessions[id]
 	d.mu.Unlock()
 	if !ok {
 		return SessionStatus{}, ErrUnknownSession
 	}
-	select {
-	case <-p.done:
-		return SessionStatus{Err: fmt.Errorf("gcsfuse exited (%s): %s", errString(p.err), p.tail.String())}, nil
-	default:
-		return SessionStatus{Running: true}, nil
+	return p.status(id), nil
+}
+
+// List implements Daemon.
+func (d *ProcessDaemon) List(context.Context) ([]SessionStatus, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]SessionStatus, 0, len(d.sessions))
+	for id, p := range d.sessions {
+		out = append(out, p.status(id))
 	}
+	slices.SortFunc(out, func(a, b SessionStatus) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 // Stop implements Daemon.
@@ -167,15 +283,15 @@ func (d *ProcessDaemon) Stop(ctx context.Context, id string) error {
 	return nil
 }
 
-// Pids returns the gcsfuse process ids by session, for tests and metrics.
-func (d *ProcessDaemon) Pids() map[string]int {
+// StopAll kills every session (the host is going away) and waits for them.
+func (d *ProcessDaemon) StopAll() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := map[string]int{}
-	for id, p := range d.sessions {
-		out[id] = p.cmd.Process.Pid
+	procs := maps.Clone(d.sessions)
+	d.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	}
-	return out
 }
 
 func errString(err error) string {

@@ -35,7 +35,7 @@ func waitExited(t *testing.T, d *ProcessDaemon, id string) SessionStatus {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := d.Status(id)
+		st, err := d.Status(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestProcessDaemonReportsWhyGcsfuseDied(t *testing.T) {
 	bin := script(t, `echo 'time="x" severity=INFO message="starting"'
 echo 'time="x" severity=ERROR message="Error while mounting gcsfuse: bucket \"nope\" does not exist"'
 exit 1`)
-	d := NewProcessDaemon(bin)
+	d := NewProcessDaemon(bin, t.TempDir())
 	dev := devFile(t)
 	if err := d.Start(context.Background(), Session{ID: "s1", Bucket: "nope"}, dev); err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ exit 1`)
 	if err := d.Stop(context.Background(), "s1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Status("s1"); err != ErrUnknownSession {
+	if _, err := d.Status(context.Background(), "s1"); err != ErrUnknownSession {
 		t.Errorf("after Stop: %v, want ErrUnknownSession", err)
 	}
 }
@@ -75,25 +75,29 @@ exit 1`)
 func TestProcessDaemonPassesFdAndArgs(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "argv")
 	bin := script(t, `echo "$@" > `+out+`; [ -e /dev/fd/3 ] && echo fd3 >> `+out)
-	d := NewProcessDaemon(bin)
+	d := NewProcessDaemon(bin, t.TempDir())
 	if err := d.Start(context.Background(), Session{ID: "s", Bucket: "b", Args: []string{"--uid=7"}}, devFile(t)); err != nil {
 		t.Fatal(err)
 	}
 	waitExited(t, d, "s")
 	got, _ := os.ReadFile(out)
-	if want := "--foreground --log-format=text --uid=7 b /dev/fd/3\nfd3\n"; string(got) != want {
+	if want := "--foreground --log-format=text --uid=7 --temp-dir=" + filepath.Join(d.WorkDir, "s", "tmp") + " b /dev/fd/3\nfd3\n"; string(got) != want {
 		t.Errorf("gcsfuse saw %q, want %q", got, want)
 	}
 }
 
 func TestProcessDaemonStopTerminatesAndReaps(t *testing.T) {
 	bin := script(t, `trap 'exit 0' TERM; while :; do sleep 0.05; done`)
-	d := NewProcessDaemon(bin)
-	if err := d.Start(context.Background(), Session{ID: "s"}, devFile(t)); err != nil {
+	d := NewProcessDaemon(bin, t.TempDir())
+	if err := d.Start(context.Background(), Session{ID: "s", Bucket: "b"}, devFile(t)); err != nil {
 		t.Fatal(err)
 	}
-	pid := d.Pids()["s"]
-	if err := d.Start(context.Background(), Session{ID: "s"}, devFile(t)); err == nil {
+	list, _ := d.List(context.Background())
+	if len(list) != 1 || !list[0].Running || list[0].PID == 0 {
+		t.Fatalf("List = %+v, want one running session", list)
+	}
+	pid := list[0].PID
+	if err := d.Start(context.Background(), Session{ID: "s", Bucket: "b"}, devFile(t)); err == nil {
 		t.Error("a second Start of a running session succeeded")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -48,6 +48,7 @@ type Config struct {
 	AtomicRename     bool          // false for emulators without the moveObject API
 	MountTimeout     time.Duration // gcsfuse start-up budget
 	CheckTimeout     time.Duration // budget for a stat or unmount that may hang
+	Clock            func() time.Time // crash-loop backoff clock; nil: time.Now
 }
 
 // Mounter makes and removes gcsfuse mounts and bind mounts.
@@ -57,6 +58,8 @@ type Mounter struct {
 	daemon          Daemon
 	check           BucketChecker
 	cfg             Config
+	loops           crashLoops
+	statfs func(path string, st *unix.Statfs_t) error // unix.Statfs
 }
 
 // New returns a Mounter. check may be nil (no bucket check).
@@ -67,7 +70,11 @@ func New(cfg Config, mi mount.Interface, fuse FUSE, daemon Daemon, check BucketC
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 5 * time.Second
 	}
-	return &Mounter{Interface: mi, fuse: fuse, daemon: daemon, check: check, cfg: cfg}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Mounter{Interface: mi, fuse: fuse, daemon: daemon, check: check, cfg: cfg,
+		loops: crashLoops{m: map[string]*failure{}, now: cfg.Clock}, statfs: unix.Statfs}
 }
 
 // State is what the mount table and a bounded stat say about a path.
@@ -161,9 +168,17 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 		return fmt.Errorf("%q already has a %s mount of %q: %w", mountpoint, mp.Type, mp.Device, ErrNotOurs)
 	case state == Mounted:
 		return fmt.Errorf("%q already serves %q with other options: %w", mountpoint, mp.Device, ErrConflict)
-	case state == Corrupted:
-		klog.InfoS("replacing corrupted mount", "path", mountpoint, "source", mp.Device)
-		if err := m.Teardown(ctx, mountpoint); err != nil {
+	}
+	if state == Corrupted {
+		m.noteDeath(ctx, mp)
+	}
+	// Everything that can refuse goes before a dead mount is torn down, so
+	// a refusal leaves it for the next retry rather than a missing mount.
+	if err := m.loops.admit(sid); err != nil {
+		return err
+	}
+	if state == Corrupted {
+		if _, err := m.daemon.List(ctx); errors.Is(err, ErrDaemonUnavailable) {
 			return err
 		}
 	}
@@ -173,7 +188,35 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 			return err
 		}
 	}
-	return m.mount(ctx, mountpoint, source, sid, v)
+	if state == Corrupted {
+		klog.InfoS("replacing corrupted mount", "path", mountpoint, "source", mp.Device)
+		if err := m.Teardown(ctx, mountpoint); err != nil {
+			return err
+		}
+	}
+	if err := m.mount(ctx, mountpoint, source, sid, v); err != nil {
+		if !errors.Is(err, ErrDaemonUnavailable) && ctx.Err() == nil {
+			m.loops.failed(sid, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// noteDeath counts a session found dead as a crash-loop failure if it died
+// soon after it started; a session that ran for a while starts afresh.
+func (m *Mounter) noteDeath(ctx context.Context, mp mount.MountPoint) {
+	sid, _ := sessionOf(mp)
+	st, err := m.daemon.Status(ctx, sid)
+	switch {
+	case err != nil || st.Running:
+		// Unknown to the daemon (it restarted) or hung rather than dead.
+		m.loops.forget(sid)
+	case !st.Exited.IsZero() && st.Exited.Sub(st.Started) < stableAfter:
+		m.loops.died(sid, st.Started, st.Err)
+	default:
+		m.loops.forget(sid)
+	}
 }
 
 func (m *Mounter) anonymous(v *Volume) bool {
@@ -188,15 +231,12 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 	if err := os.MkdirAll(mountpoint, 0o750); err != nil {
 		return fmt.Errorf("create mount point: %w", err)
 	}
-	args, err := m.sessionArgs(sid, v)
-	if err != nil {
-		return err
-	}
 	dev, err := m.fuse.Mount(source, mountpoint, v.KernelOptions())
 	if err != nil {
 		return err
 	}
-	if err := m.daemon.Start(ctx, Session{ID: sid, Bucket: v.Bucket, Args: args}, dev); err != nil {
+	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v), FileCache: fileCache(v)}
+	if err := m.daemon.Start(ctx, s, dev); err != nil {
 		m.abandon(mountpoint, sid)
 		return err
 	}
@@ -216,7 +256,6 @@ func (m *Mounter) abandon(mountpoint, sid string) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CheckTimeout)
 	defer cancel()
 	_ = m.daemon.Stop(ctx, sid)
-	_ = os.RemoveAll(m.sessionDir(sid))
 }
 
 // waitReady returns once gcsfuse answers at mountpoint (a stat of the root is
@@ -232,7 +271,7 @@ func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
 	for {
 		select {
 		case err := <-statDone:
-			st, serr := m.daemon.Status(sid)
+			st, serr := m.daemon.Status(ctx, sid)
 			if serr == nil && !st.Running {
 				return st.Err
 			}
@@ -241,7 +280,7 @@ func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
 			}
 			return nil
 		case <-tick.C:
-			if st, err := m.daemon.Status(sid); err == nil && !st.Running {
+			if st, err := m.daemon.Status(ctx, sid); err == nil && !st.Running {
 				return st.Err
 			}
 		case <-ctx.Done():
@@ -250,8 +289,9 @@ func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
 	}
 }
 
-// sessionArgs adds the driver-owned flags to the volume's own.
-func (m *Mounter) sessionArgs(sid string, v *Volume) ([]string, error) {
+// sessionArgs adds the driver-owned flags to the volume's own. The temp and
+// cache dirs are the daemon host's to choose (Session.FileCache).
+func (m *Mounter) sessionArgs(v *Volume) []string {
 	args := v.Args()
 	set := func(flag, value string) {
 		if _, ok := v.Flag(flag); !ok {
@@ -270,25 +310,12 @@ func (m *Mounter) sessionArgs(sid string, v *Volume) ([]string, error) {
 	if !m.cfg.AtomicRename {
 		args = append(args, "--enable-atomic-rename-object=false")
 	}
-	args = append(args, "--trace-exporters=") // no telemetry exporters: they look for credentials
-	dir := m.sessionDir(sid)
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return nil, fmt.Errorf("create session dir: %w", err)
-	}
-	args = append(args, "--temp-dir="+tmp)
-	if s, ok := v.Flag("file-cache-max-size-mb"); ok && s != "0" {
-		cache := filepath.Join(dir, "cache")
-		if err := os.MkdirAll(cache, 0o700); err != nil {
-			return nil, fmt.Errorf("create file cache dir: %w", err)
-		}
-		args = append(args, "--cache-dir="+cache)
-	}
-	return args, nil
+	return append(args, "--trace-exporters=") // no telemetry exporters: they look for credentials
 }
 
-func (m *Mounter) sessionDir(sid string) string {
-	return filepath.Join(m.cfg.StateDir, "sessions", sid)
+func fileCache(v *Volume) bool {
+	s, ok := v.Flag("file-cache-max-size-mb")
+	return ok && s != "0"
 }
 
 // Teardown unmounts a session's FUSE mount at mountpoint, waits for its
@@ -312,11 +339,11 @@ func (m *Mounter) Teardown(ctx context.Context, mountpoint string) error {
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := m.daemon.Stop(stopCtx, sid); err != nil {
-		return fmt.Errorf("stop gcsfuse session %s: %w", sid, err)
+		// The mount is gone, so gcsfuse exits by itself; a mounter that is
+		// down or restarted has nothing left to stop. Not worth failing for.
+		klog.InfoS("could not confirm gcsfuse stopped", "session", sid, "err", err)
 	}
-	if err := os.RemoveAll(m.sessionDir(sid)); err != nil {
-		return fmt.Errorf("remove session files: %w", err)
-	}
+	m.loops.forget(sid)
 	klog.V(2).InfoS("unmounted", "path", mountpoint, "source", mp.Device)
 	return removeDir(mountpoint)
 }

@@ -1,6 +1,7 @@
 package mounter
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -28,20 +29,39 @@ var bindFlags = map[string]uintptr{
 	"relatime": unix.MS_RELATIME, "rw": 0,
 }
 
-// Mount does bind mounts ("bind" in options) itself: MS_BIND, then a
-// remount with exactly the other options as flags. Other mounts go to
-// mount-utils.
+// bindAttrs are the same flags for mount_setattr(2).
+var bindAttrs = map[string]uint64{
+	"ro": unix.MOUNT_ATTR_RDONLY, "nosuid": unix.MOUNT_ATTR_NOSUID, "nodev": unix.MOUNT_ATTR_NODEV,
+	"noexec": unix.MOUNT_ATTR_NOEXEC, "noatime": unix.MOUNT_ATTR_NOATIME, "nodiratime": unix.MOUNT_ATTR_NODIRATIME,
+	"relatime": unix.MOUNT_ATTR_RELATIME, "rw": 0,
+}
+
+// Mount does bind mounts ("bind" in options) itself; other mounts go to
+// mount-utils. A bind is made atomically where the kernel can (5.12+): the
+// tree is cloned detached (open_tree), given its flags (mount_setattr), then
+// attached (move_mount). A driver killed half-way leaves nothing at the
+// target, never a bind without its ro or nosuid. Older kernels get MS_BIND
+// followed by a remount with exactly the other options as flags.
 func (m *SyscallMounter) Mount(source, target, fstype string, options []string) error {
 	if !slices.Contains(options, "bind") {
 		return m.Interface.Mount(source, target, fstype, options)
 	}
 	flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT)
+	var attr unix.MountAttr
 	for _, o := range options {
 		f, ok := bindFlags[o]
 		if !ok && o != "bind" {
 			return fmt.Errorf("bind mount option %q is not supported", o)
 		}
 		flags |= f
+		attr.Attr_set |= bindAttrs[o]
+		if o == "noatime" || o == "relatime" {
+			attr.Attr_clr |= unix.MOUNT_ATTR__ATIME
+		}
+	}
+	err := atomicBind(source, target, &attr)
+	if !errors.Is(err, unix.ENOSYS) {
+		return err
 	}
 	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("mount(2) --bind %q %q: %w", source, target, err)
@@ -49,6 +69,29 @@ func (m *SyscallMounter) Mount(source, target, fstype string, options []string) 
 	if err := unix.Mount("", target, "", flags, ""); err != nil {
 		_ = unix.Unmount(target, unix.MNT_DETACH)
 		return fmt.Errorf("mount(2) remount %q with %v: %w", target, options, err)
+	}
+	return nil
+}
+
+func atomicBind(source, target string, attr *unix.MountAttr) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		return fmt.Errorf("open_tree(2) %q: %w", source, err)
+	}
+	defer unix.Close(fd) // a tree never attached is freed with its fd
+	if attr.Attr_set != 0 || attr.Attr_clr != 0 {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+			if errors.Is(err, unix.ENOSYS) {
+				return err
+			}
+			return fmt.Errorf("mount_setattr(2) for the bind of %q: %w", source, err)
+		}
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount(2) %q to %q: %w", source, target, err)
 	}
 	return nil
 }

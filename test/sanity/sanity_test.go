@@ -1,6 +1,7 @@
 // Package sanity runs csi-sanity (github.com/kubernetes-csi/csi-test) against
-// the real node driver, in-process, with a real gcsfuse mounting buckets
-// served by fake-gcs-server on 127.0.0.1.
+// the real node driver (in-process) and the real mounter (`gcsfuse-csi
+// mounter`, a separate process running gcsfuse), mounting buckets served by
+// fake-gcs-server on 127.0.0.1.
 //
 // The product has no controller service yet, but csi-sanity's Node specs
 // create and delete volumes through one. A small TEST FIXTURE controller
@@ -75,6 +76,10 @@ func TestSanity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	driverBin, err := harness.Binary("gcsfuse-csi", "GCSFUSE_CSI_BIN")
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 
 	// Unix socket paths are limited to ~107 bytes: use a short base dir
@@ -100,6 +105,23 @@ func TestSanity(t *testing.T) {
 	}
 	t.Cleanup(gcs.Stop)
 
+	// The split deployment: gcsfuse runs in a separate mounter process, the
+	// node driver (in this process) only mounts and binds.
+	mounterSock := filepath.Join(base, "m", "mounter.sock")
+	if err := os.MkdirAll(filepath.Dir(mounterSock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mnt, err := harness.StartMounter(driverBin, mounterSock, filepath.Join(base, "mwork"), filepath.Join(base, "mounter.log"), nil, "--gcsfuse="+gcsfuse, "-v=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounterPid = mnt.Pid()
+	t.Cleanup(func() {
+		if err := mnt.Stop(); err != nil {
+			t.Errorf("stop mounter: %v", err)
+		}
+	})
+
 	nodeSock := filepath.Join(base, "node.sock")
 	ctrlSock := filepath.Join(base, "ctrl.sock")
 	d := startDriver(t, driver.Options{
@@ -113,6 +135,8 @@ func TestSanity(t *testing.T) {
 		AtomicRename:     false, // the fake has no moveObject API
 		MaxRetryAttempts: 3,
 		MountTimeout:     30 * time.Second,
+		MounterSocket:    mounterSock,
+		MounterUID:       -1,
 	})
 	startCombined(t, ctrlSock, d, gcs.Client)
 	// Registered after the driver's cleanup, so it runs before it: nothing
@@ -121,6 +145,9 @@ func TestSanity(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("driver log (last 300 lines):\n%s", logs.tail(300))
+			if b, err := os.ReadFile(filepath.Join(base, "mounter.log")); err == nil {
+				t.Logf("mounter log:\n%s", b)
+			}
 		}
 	})
 
@@ -285,7 +312,7 @@ func checkSpecLeftovers(base string, dirs ...string) {
 	}
 	if len(mounts) > 0 {
 		// gcsfuse exits once its mount is gone.
-		harness.WaitNoChildren(os.Getpid(), "gcsfuse", 10*time.Second)
+		waitNoChildren("gcsfuse", 10*time.Second)
 	}
 	for _, dir := range dirs {
 		if _, err := os.Stat(dir); err == nil {
@@ -324,10 +351,13 @@ func forceCleanup(t *testing.T, base string) {
 	}
 }
 
-// waitNoChildren waits up to timeout until this process has no child named
-// comm (the in-process driver's gcsfuse daemons), and returns those left.
+// mounterPid is the mounter process: gcsfuse runs as its children.
+var mounterPid int
+
+// waitNoChildren waits up to timeout until the mounter has no child named
+// comm (its gcsfuse daemons), and returns those left.
 func waitNoChildren(comm string, timeout time.Duration) ([]int, int, error) {
-	return harness.WaitNoChildren(os.Getpid(), comm, timeout)
+	return harness.WaitNoChildren(mounterPid, comm, timeout)
 }
 
 // logBuffer collects klog output (the driver's log) so a failing run can

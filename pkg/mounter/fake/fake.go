@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 	mount "k8s.io/mount-utils"
@@ -44,11 +45,19 @@ type Daemon struct {
 	// ExitOnStart, when set, makes every started session exit at once with
 	// this error, as a gcsfuse that cannot start does.
 	ExitOnStart error
+	// Unreachable, when set, is returned by every call, as by a mounter
+	// that is down.
+	Unreachable error
+	// Now is the clock for start and exit times (nil: time.Now).
+	Now func() time.Time
+
+	started, exited map[string]time.Time
 }
 
 // NewDaemon returns an empty fake Daemon.
 func NewDaemon() *Daemon {
-	return &Daemon{Running: map[string]mounter.Session{}, Dead: map[string]error{}}
+	return &Daemon{Running: map[string]mounter.Session{}, Dead: map[string]error{},
+		started: map[string]time.Time{}, exited: map[string]time.Time{}}
 }
 
 // Start implements mounter.Daemon.
@@ -56,9 +65,14 @@ func (d *Daemon) Start(_ context.Context, s mounter.Session, dev *os.File) error
 	dev.Close()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.Unreachable != nil {
+		return d.Unreachable
+	}
 	d.Starts++
+	d.started[s.ID] = d.now()
 	if d.ExitOnStart != nil {
 		d.Dead[s.ID] = d.ExitOnStart
+		d.exited[s.ID] = d.now()
 		return nil
 	}
 	d.Running[s.ID] = s
@@ -67,16 +81,42 @@ func (d *Daemon) Start(_ context.Context, s mounter.Session, dev *os.File) error
 }
 
 // Status implements mounter.Daemon.
-func (d *Daemon) Status(id string) (mounter.SessionStatus, error) {
+func (d *Daemon) Status(_ context.Context, id string) (mounter.SessionStatus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err, ok := d.Dead[id]; ok {
-		return mounter.SessionStatus{Err: err}, nil
+	return d.status(id)
+}
+
+func (d *Daemon) status(id string) (mounter.SessionStatus, error) {
+	if d.Unreachable != nil {
+		return mounter.SessionStatus{}, d.Unreachable
 	}
-	if _, ok := d.Running[id]; ok {
-		return mounter.SessionStatus{Running: true}, nil
+	if err, ok := d.Dead[id]; ok {
+		return mounter.SessionStatus{ID: id, Err: err, Started: d.started[id], Exited: d.exited[id]}, nil
+	}
+	if s, ok := d.Running[id]; ok {
+		return mounter.SessionStatus{ID: id, Bucket: s.Bucket, Running: true, Started: d.started[id]}, nil
 	}
 	return mounter.SessionStatus{}, mounter.ErrUnknownSession
+}
+
+// List implements mounter.Daemon.
+func (d *Daemon) List(context.Context) ([]mounter.SessionStatus, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Unreachable != nil {
+		return nil, d.Unreachable
+	}
+	var out []mounter.SessionStatus
+	for id := range d.Running {
+		st, _ := d.status(id)
+		out = append(out, st)
+	}
+	for id := range d.Dead {
+		st, _ := d.status(id)
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // Stop implements mounter.Daemon.
@@ -102,6 +142,14 @@ func (d *Daemon) Kill(id string, err error) {
 	}
 	delete(d.Running, id)
 	d.Dead[id] = err
+	d.exited[id] = d.now()
+}
+
+func (d *Daemon) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
 }
 
 // Count returns the number of running sessions.
