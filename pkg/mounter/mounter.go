@@ -41,13 +41,13 @@ type BucketChecker interface {
 
 // Config holds the driver-wide gcsfuse settings no volume may change.
 type Config struct {
-	StateDir         string        // driver-owned: inline mounts, caches, temp files
-	Endpoint         string        // custom GCS JSON API endpoint; "" is Google's
-	Anonymous        bool          // anonymous access unless a volume says otherwise
-	MaxRetryAttempts int           // default bound on GCS retries
-	AtomicRename     bool          // false for emulators without the moveObject API
-	MountTimeout     time.Duration // gcsfuse start-up budget
-	CheckTimeout     time.Duration // budget for a stat or unmount that may hang
+	StateDir         string           // driver-owned: inline mounts, caches, temp files
+	Endpoint         string           // custom GCS JSON API endpoint; "" is Google's
+	Anonymous        bool             // anonymous access unless a volume says otherwise
+	MaxRetryAttempts int              // default bound on GCS retries
+	AtomicRename     bool             // false for emulators without the moveObject API
+	MountTimeout     time.Duration    // gcsfuse start-up budget
+	CheckTimeout     time.Duration    // budget for a stat or unmount that may hang
 	Clock            func() time.Time // crash-loop backoff clock; nil: time.Now
 }
 
@@ -59,7 +59,7 @@ type Mounter struct {
 	check           BucketChecker
 	cfg             Config
 	loops           crashLoops
-	statfs func(path string, st *unix.Statfs_t) error // unix.Statfs
+	statfs          func(path string, st *unix.Statfs_t) error // unix.Statfs
 }
 
 // New returns a Mounter. check may be nil (no bucket check).
