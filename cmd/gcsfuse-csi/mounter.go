@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
@@ -40,6 +41,12 @@ func runMounter(args []string) error {
 	}
 	if !filepath.IsAbs(*workDir) {
 		return fmt.Errorf("--work-dir=%q: want an absolute path", *workDir)
+	}
+	// Neither this process nor gcsfuse ever needs to gain privileges:
+	// no setuid binary or file capability may raise them (inherited by
+	// every gcsfuse).
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
 	}
 	bin, err := exec.LookPath(*gcsfuse)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 )
 
@@ -189,7 +190,10 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 
 // spawnc hands every exec to one goroutine locked to its OS thread for the
 // life of the process. Pdeathsig fires when the *thread* that forked the
-// child exits, and Go may retire threads; this one never is.
+// child exits, and Go may retire threads; this one never is. The thread
+// also sets no_new_privs (a per-thread attribute that children inherit):
+// gcsfuse never needs to gain a privilege through a setuid binary or file
+// capability, so it cannot.
 var (
 	spawnOnce sync.Once
 	spawnc    chan spawnReq
@@ -205,6 +209,9 @@ func spawn(cmd *exec.Cmd) error {
 		spawnc = make(chan spawnReq)
 		go func() {
 			runtime.LockOSThread() // never unlocked: the thread lives forever
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				klog.ErrorS(err, "set no_new_privs for gcsfuse")
+			}
 			for r := range spawnc {
 				r.done <- r.cmd.Start()
 			}

@@ -1,6 +1,9 @@
 // Package e2e drives the built driver binary over its CSI socket the way
 // kubelet does, against fake-gcs-server on 127.0.0.1, with the real gcsfuse
-// and real mounts. It needs root and /dev/fuse, and `make build` first.
+// and real mounts. It runs the split deployment: the node driver (root)
+// mounts and binds, and hands every gcsfuse off to a separate mounter
+// process running as nobody without capabilities, whose children the
+// gcsfuse processes are. It needs root and /dev/fuse, and `make build` first.
 package e2e
 
 import (
@@ -14,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +62,7 @@ func TestNode(t *testing.T) {
 	t.Run("g_bad_inputs", testBadInputs)
 	t.Run("h_prefix_volume", testPrefixVolume)
 	t.Run("i_dead_gcsfuse_is_replaced", testDeadGCSFuse)
+	t.Run("j_publish_stages_an_unmounted_staging_path", testPublishStages)
 }
 
 // a. A non-root process reads a file and lists directories, including
@@ -318,8 +323,7 @@ func testIdempotency(t *testing.T) {
 }
 
 // g. Bad requests fail with InvalidArgument naming the field, before any
-// mount is made; a missing bucket is NotFound; publishing an unstaged
-// persistent volume is FailedPrecondition.
+// mount is made; a missing bucket is NotFound.
 func testBadInputs(t *testing.T) {
 	e := newEnv(t)
 	stage, target := e.path("stage"), e.path("target")
@@ -469,10 +473,38 @@ func testBadInputs(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.NotFound || !strings.Contains(st.Message(), "no-such-bucket") {
 		t.Errorf("inline publish of a missing bucket: %v, want NotFound naming the bucket", err)
 	}
-	_, err = e.drv.Node.NodePublishVolume(ctx, persistent(bucket, stage, target, rwx, false))
-	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "not staged") {
-		t.Errorf("publish of a volume never staged: %v, want FailedPrecondition saying it is not staged", err)
+	// A publish whose staging path is not mounted stages it itself (see
+	// testPublishStages), so a missing bucket fails it the same way.
+	_, err = e.drv.Node.NodePublishVolume(ctx, persistent("no-such-bucket", stage, target, rwx, false))
+	if st := status.Convert(err); st.Code() != codes.NotFound || !strings.Contains(st.Message(), "no-such-bucket") {
+		t.Errorf("publish of a missing bucket, not staged: %v, want NotFound naming the bucket", err)
 	}
+	e.assertClean(t)
+}
+
+// j. NodePublishVolume of a persistent volume whose staging path is not
+// mounted (never staged here, or its staging mount was lost) stages it
+// itself: for a pod that is already running, kubelet repeats NodePublish,
+// never NodeStage. NodeUnstageVolume then takes it down as usual.
+func testPublishStages(t *testing.T) {
+	e := newEnv(t)
+	stage, target := e.path("stage"), e.path("target")
+	mkdir(t, stage)
+	t.Cleanup(func() {
+		e.cleanupCall(t, "unstage "+stage, func(ctx context.Context) error { return e.unstage(ctx, bucket, stage) })
+	})
+	e.mustPublish(t, persistent(bucket, stage, target, rwx, false))
+	if n := e.mountsAt(t, stage); n != 1 {
+		t.Errorf("mounts at the staging path %s after a publish without NodeStageVolume = %d, want 1", stage, n)
+	}
+	if pids := e.gcsfuse(t); len(pids) != 1 {
+		t.Errorf("gcsfuse children = %v, want one", pids)
+	}
+	if got, err := readWithin(filepath.Join(target, "top.txt"), 5*time.Second); err != nil || got != fixture["top.txt"] {
+		t.Errorf("read through the target = %q, %v; want %q", got, err, fixture["top.txt"])
+	}
+	e.mustUnpublish(t, bucket, target)
+	e.mustUnstage(t, bucket, stage)
 	e.assertClean(t)
 }
 
@@ -501,56 +533,86 @@ func testPrefixVolume(t *testing.T) {
 	}
 }
 
-// i. When a volume's gcsfuse dies, publish reports it (FailedPrecondition),
-// the next NodeStageVolume mounts a new gcsfuse, and republishing the old
-// target replaces its dead bind mount. (Health is checked with statfs(2), a
+// i. When a volume's gcsfuse dies, its mounts answer ENOTCONN. Publishing
+// the staged volume again mounts a new gcsfuse at the staging path itself
+// (no NodeStageVolume needed) and serves the new target; the old target
+// keeps its dead bind until it is republished, which replaces it. A second
+// death is repaired by NodeStageVolume. (Health is checked with statfs(2), a
 // FUSE round trip: a cached statx would call a dead mount healthy.)
 func testDeadGCSFuse(t *testing.T) {
 	e := newEnv(t)
-	stage, target := e.path("stage"), e.path("target")
+	stage, target, t2 := e.path("stage"), e.path("target"), e.path("t2")
 	e.mustStage(t, bucket, stage, rwx, nil)
 	e.mustPublish(t, persistent(bucket, stage, target, rwx, false))
-	old := e.gcsfuse(t)
-	if len(old) != 1 {
-		t.Fatalf("gcsfuse children = %v, want one", old)
-	}
-	if err := syscall.Kill(old[0], syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	// A zombie for a moment, until the driver reaps it.
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if pids, _, _ := harness.Children(e.drv.Pid(), "gcsfuse"); len(pids) == 0 {
-			break
-		}
-	}
-	assertGone(t, old[0])
-	if _, err := os.ReadFile(filepath.Join(target, "top.txt")); !errors.Is(err, syscall.ENOTCONN) {
+	old := e.killGCSFuse(t)
+	if _, err := readWithin(filepath.Join(target, "top.txt"), 5*time.Second); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("read through a volume whose gcsfuse was killed: %v, want ENOTCONN", err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	t2 := e.path("t2")
-	_, err := e.drv.Node.NodePublishVolume(ctx, persistent(bucket, stage, t2, rwx, false))
-	if st := status.Convert(err); st.Code() != codes.FailedPrecondition {
-		t.Errorf("publish of a staged volume whose gcsfuse died: %v, want FailedPrecondition", err)
+	e.mustPublishRetry(t, persistent(bucket, stage, t2, rwx, false))
+	second := e.gcsfuse(t)
+	if len(second) != 1 || second[0] == old {
+		t.Errorf("gcsfuse children after publishing the volume whose gcsfuse died = %v, want one new process (the old one was %d)", second, old)
 	}
-	if n := e.mountsAt(t, t2); n != 0 {
-		t.Errorf("the failed publish left %d mount(s) at %s", n, t2)
-		_ = e.unpublish(ctx, bucket, t2)
+	if got, err := readWithin(filepath.Join(t2, "top.txt"), 5*time.Second); err != nil || got != fixture["top.txt"] {
+		t.Errorf("read through the new target = %q, %v; want %q", got, err, fixture["top.txt"])
 	}
-
-	e.mustStage(t, bucket, stage, rwx, nil)
-	if pids := e.gcsfuse(t); len(pids) != 1 || pids[0] == old[0] {
-		t.Errorf("gcsfuse children after restaging = %v, want one new process (the old one was %d)", pids, old[0])
+	if n := e.mountsAt(t, stage); n != 1 {
+		t.Errorf("mounts at the staging path %s after the re-mount = %d, want 1 (the dead one replaced, not stacked)", stage, n)
 	}
-	e.mustPublish(t, persistent(bucket, stage, target, rwx, false))
-	if got, err := os.ReadFile(filepath.Join(target, "top.txt")); err != nil || string(got) != fixture["top.txt"] {
-		t.Errorf("read after restage and republish = %q, %v; want %q", got, err, fixture["top.txt"])
+	// The old target's bind still shows the dead connection: a new gcsfuse
+	// cannot take it over.
+	if _, err := readWithin(filepath.Join(target, "top.txt"), 5*time.Second); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("read through the old target before its republish: %v, want ENOTCONN (still the dead bind)", err)
+	}
+	e.mustPublishRetry(t, persistent(bucket, stage, target, rwx, false))
+	if got, err := readWithin(filepath.Join(target, "top.txt"), 5*time.Second); err != nil || got != fixture["top.txt"] {
+		t.Errorf("read after republishing the old target = %q, %v; want %q", got, err, fixture["top.txt"])
 	}
 	if n := e.mountsAt(t, target); n != 1 {
 		t.Errorf("mounts at %s after republish = %d, want 1 (the dead bind replaced)", target, n)
 	}
+	if pids := e.gcsfuse(t); !slices.Equal(pids, second) {
+		t.Errorf("gcsfuse children after republishing the old target = %v, want %v (the staged one, shared)", pids, second)
+	}
+
+	// Second death: NodeStageVolume replaces the dead staging mount too.
+	e.killGCSFuse(t)
+	e.mustStageRetry(t, bucket, stage, rwx, nil)
+	third := e.gcsfuse(t)
+	if len(third) != 1 || third[0] == second[0] {
+		t.Errorf("gcsfuse children after restaging = %v, want one new process (the old one was %d)", third, second[0])
+	}
+	if n := e.mountsAt(t, stage); n != 1 {
+		t.Errorf("mounts at the staging path %s after restaging = %d, want 1", stage, n)
+	}
+	e.mustPublishRetry(t, persistent(bucket, stage, target, rwx, false))
+	if got, err := readWithin(filepath.Join(target, "top.txt"), 5*time.Second); err != nil || got != fixture["top.txt"] {
+		t.Errorf("read after restage and republish = %q, %v; want %q", got, err, fixture["top.txt"])
+	}
+	e.mustUnpublish(t, bucket, t2)
+	e.mustUnpublish(t, bucket, target)
+	e.mustUnstage(t, bucket, stage)
+	e.assertClean(t)
+}
+
+// killGCSFuse kills the one gcsfuse with SIGKILL, waits until the mounter
+// has reaped it, and returns its pid.
+func (e *env) killGCSFuse(t *testing.T) int {
+	t.Helper()
+	pids := e.gcsfuse(t)
+	if len(pids) != 1 {
+		t.Fatalf("gcsfuse children of the mounter = %v, want one", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// A zombie for a moment, until the mounter reaps it.
+	if left, zombies, err := harness.WaitNoChildren(e.mnt.Pid(), "gcsfuse", 10*time.Second); err != nil || len(left) != 0 {
+		t.Fatalf("gcsfuse children 10 s after kill -9 of %d: %v (%d zombies, %v), want none", pids[0], left, zombies, err)
+	}
+	assertGone(t, pids[0])
+	return pids[0]
 }
 
 // ---- environment ----
@@ -559,12 +621,23 @@ func testDeadGCSFuse(t *testing.T) {
 const mounterEphemeral = "csi.storage.k8s.io/ephemeral"
 
 type env struct {
-	dir   string // everything lives here; mode 0755 so uid nobody can reach targets
-	state string // the driver's --state-dir
-	log   string // the driver's log
-	gcs   *harness.FakeGCS
-	drv   *harness.Driver
+	dir        string // everything lives here; mode 0755 so uid nobody can reach targets
+	state      string // the driver's --state-dir
+	log        string // the driver's log
+	mounterLog string // the mounter's log
+	socket     string // the mounter's socket
+	gcs        *harness.FakeGCS
+
+	mu   sync.Mutex // guards drv and mnt: the restart tests swap them while calls are in flight
+	drv  *harness.Driver
+	mnt  *harness.Mounter
+	dead []*harness.Driver // killed drivers, whose client connections are closed at cleanup
 }
+
+// mounterCred is who the mounter (and so every gcsfuse) runs as: nobody,
+// without supplementary groups; a setuid to a non-zero uid also drops every
+// capability.
+var mounterCred = &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}
 
 // binaries skips without /dev/fuse (the driver's Probe needs it) and
 // returns the built driver and gcsfuse.
@@ -585,11 +658,21 @@ func binaries(t *testing.T) (driver, gcsfuse string) {
 	return driver, gcsfuse
 }
 
-// newEnv starts fake-gcs-server holding fixture and the driver binary, in a
-// fresh directory. Cleanups (in this order, after the test's own unpublish
-// and unstage cleanups): check nothing is left, stop the driver by PID, stop
-// the fake, force-unmount anything left behind and remove the directory.
-func newEnv(t *testing.T) *env {
+// newEnv starts fake-gcs-server holding fixture (and extra objects), the
+// mounter as nobody and the node driver handing gcsfuse off to it, in a fresh
+// directory:
+//
+//	dir/            0755 root   targets and staging paths live here
+//	dir/state/              the driver's --state-dir
+//	dir/mounter/    0700 nobody the mounter's socket (mounter.sock)
+//	dir/work/       0700 nobody the mounter's --work-dir (gcsfuse temp dirs)
+//	dir/bin/        0755 root   copies of the binaries, only if nobody cannot reach bin/
+//
+// Cleanups (in this order, after the test's own unpublish and unstage
+// cleanups): check nothing is left, stop the driver and then the mounter by
+// PID, stop the fake, force-unmount anything left behind and remove the
+// directory.
+func newEnv(t *testing.T, extra ...fakestorage.Object) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("e2e needs root: the driver mounts FUSE filesystems and bind mounts")
@@ -602,10 +685,27 @@ func newEnv(t *testing.T) *env {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{dir: dir, state: filepath.Join(dir, "state"), log: filepath.Join(dir, "driver.log")}
+	e := &env{
+		dir: dir, state: filepath.Join(dir, "state"), log: filepath.Join(dir, "driver.log"),
+		mounterLog: filepath.Join(dir, "mounter.log"), socket: filepath.Join(dir, "mounter", "mounter.sock"),
+	}
 	t.Cleanup(func() { e.forceClean(t) })
+	workDir := filepath.Join(dir, "work")
+	for _, d := range []string{filepath.Dir(e.socket), workDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The mounter runs as nobody: it must be able to execute both binaries.
+	if !reachableByOthers(bin) || !reachableByOthers(gcsfuse) {
+		t.Logf("%s or %s is not executable by others; using copies in %s/bin", bin, gcsfuse, dir)
+		bin, gcsfuse = copyBinary(t, bin, filepath.Join(dir, "bin")), copyBinary(t, gcsfuse, filepath.Join(dir, "bin"))
+	}
 
-	var objects []fakestorage.Object
+	objects := slices.Clone(extra)
 	for name, content := range fixture {
 		objects = append(objects, harness.Object(bucket, name, content))
 	}
@@ -614,13 +714,30 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(e.gcs.Stop)
 
-	e.drv, err = harness.StartDriver(bin, filepath.Join(dir, "csi.sock"), e.log,
-		"--gcsfuse="+gcsfuse, "--gcs-endpoint="+e.gcs.Endpoint, "--anonymous", "--atomic-rename=false",
-		"--state-dir="+e.state, "--node-id=n1", "-v=4")
+	e.mnt, err = harness.StartMounter(bin, e.socket, workDir, e.mounterLog, mounterCred, "--gcsfuse="+gcsfuse, "-v=4")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if err := e.mnt.Stop(); err != nil {
+			t.Errorf("stop mounter (pid %d): %v", e.mnt.Pid(), err)
+		}
+		if t.Failed() {
+			t.Logf("mounter log (%s), last lines:\n%s", e.mounterLog, tailFile(e.mounterLog, 80))
+		}
+	})
+	e.drv, err = harness.StartDriver(bin, filepath.Join(dir, "csi.sock"), e.log,
+		"--gcsfuse="+gcsfuse, "--gcs-endpoint="+e.gcs.Endpoint, "--anonymous", "--atomic-rename=false",
+		"--state-dir="+e.state, "--node-id=n1", "-v=4",
+		"--mounter-socket="+e.socket, fmt.Sprintf("--mounter-uid=%d", nobody))
+	if err != nil {
+		t.Logf("driver log (%s), last lines:\n%s", e.log, tailFile(e.log, 40))
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, d := range e.dead {
+			d.Stop() // closes the client connection of a killed driver
+		}
 		if err := e.drv.Stop(); err != nil {
 			t.Errorf("stop driver (pid %d): %v", e.drv.Pid(), err)
 		}
@@ -632,18 +749,74 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// node is the client of the driver running now (the restart tests replace it).
+func (e *env) node() csi.NodeClient {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.drv.Node
+}
+
+// reachableByOthers reports whether a user other than the owner can execute
+// path: every directory above it searchable, the file executable, by others.
+func reachableByOthers(path string) bool {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	for p := path; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
+}
+
+// copyBinary copies src into dir (created 0755) as an 0755 file.
+func copyBinary(t *testing.T, src, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	dst := filepath.Join(dir, filepath.Base(src))
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
 func (e *env) path(rel string) string { return filepath.Join(e.dir, rel) }
 
-// assertClean fails unless nothing is mounted under the test directory and
-// the driver has no gcsfuse child, zombie or not.
+// assertClean fails unless nothing is mounted under the test directory, the
+// mounter has no gcsfuse child left (zombie or not) within 10 s, and the
+// driver never had one.
 func (e *env) assertClean(t *testing.T) {
 	t.Helper()
 	if mounts, err := harness.FUSEMounts(e.dir + "/"); err != nil || len(mounts) != 0 {
 		t.Errorf("fuse.gcsfuse mounts left under %s: %+v (%v)", e.dir, mounts, err)
 	}
-	pids, zombies, err := harness.Children(e.drv.Pid(), "gcsfuse")
+	pids, zombies, err := harness.WaitNoChildren(e.mnt.Pid(), "gcsfuse", 10*time.Second)
 	if err != nil || len(pids) != 0 || zombies != 0 {
-		t.Errorf("gcsfuse children of the driver left: %v, %d zombies (%v)", pids, zombies, err)
+		t.Errorf("gcsfuse children of the mounter left: %v, %d zombies (%v)", pids, zombies, err)
+	}
+	pids, zombies, err = harness.Children(e.drv.Pid(), "gcsfuse")
+	if err != nil || len(pids) != 0 || zombies != 0 {
+		t.Errorf("gcsfuse children of the node driver: %v, %d zombies (%v), want none (gcsfuse runs in the mounter)", pids, zombies, err)
 	}
 }
 
@@ -670,10 +843,10 @@ func (e *env) forceClean(t *testing.T) {
 	_ = os.RemoveAll(e.dir)
 }
 
-// gcsfuse returns the driver's gcsfuse children, sorted; zombies fail the test.
+// gcsfuse returns the mounter's gcsfuse children, sorted; zombies fail the test.
 func (e *env) gcsfuse(t *testing.T) []int {
 	t.Helper()
-	pids, zombies, err := harness.Children(e.drv.Pid(), "gcsfuse")
+	pids, zombies, err := harness.Children(e.mnt.Pid(), "gcsfuse")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -735,7 +908,7 @@ func (e *env) mustStage(t *testing.T, volumeID, stage string, vc *csi.VolumeCapa
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	if _, err := e.drv.Node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+	if _, err := e.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
 		VolumeId: volumeID, StagingTargetPath: stage, VolumeCapability: vc, VolumeContext: attrs,
 	}); err != nil {
 		t.Fatalf("NodeStageVolume(%s at %s): %v", volumeID, stage, err)
@@ -750,8 +923,73 @@ func (e *env) mustPublish(t *testing.T, req *csi.NodePublishVolumeRequest) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	if _, err := e.drv.Node.NodePublishVolume(ctx, req); err != nil {
+	if _, err := e.node().NodePublishVolume(ctx, req); err != nil {
 		t.Fatalf("NodePublishVolume(%s at %s): %v", req.VolumeId, req.TargetPath, err)
+	}
+}
+
+// mustPublishRetry publishes like mustPublish, repeating the call while it
+// fails with a retryable code (see retry).
+func (e *env) mustPublishRetry(t *testing.T, req *csi.NodePublishVolumeRequest) {
+	t.Helper()
+	t.Cleanup(func() {
+		e.cleanupCall(t, "unpublish "+req.TargetPath, func(ctx context.Context) error { return e.unpublish(ctx, req.VolumeId, req.TargetPath) })
+	})
+	if n, err := retry(retryFor, func(ctx context.Context) error {
+		_, err := e.node().NodePublishVolume(ctx, req)
+		return err
+	}); err != nil {
+		t.Fatalf("NodePublishVolume(%s at %s), %d attempts: %v", req.VolumeId, req.TargetPath, n, err)
+	}
+}
+
+// mustStageRetry stages like mustStage, repeating the call while it fails
+// with a retryable code.
+func (e *env) mustStageRetry(t *testing.T, volumeID, stage string, vc *csi.VolumeCapability, attrs map[string]string) {
+	t.Helper()
+	mkdir(t, stage)
+	t.Cleanup(func() {
+		e.cleanupCall(t, "unstage "+stage, func(ctx context.Context) error { return e.unstage(ctx, volumeID, stage) })
+	})
+	if n, err := retry(retryFor, func(ctx context.Context) error {
+		_, err := e.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+			VolumeId: volumeID, StagingTargetPath: stage, VolumeCapability: vc, VolumeContext: attrs,
+		})
+		return err
+	}); err != nil {
+		t.Fatalf("NodeStageVolume(%s at %s), %d attempts: %v", volumeID, stage, n, err)
+	}
+}
+
+// retryFor bounds a retry loop: long enough for a driver restart and for
+// the driver's backoff after failed gcsfuse starts.
+const retryFor = 30 * time.Second
+
+// retryable reports whether a failed call may succeed when repeated: the
+// driver or the mounter is not there (Unavailable, also a connection cut
+// mid-call), or another operation on the path is in flight (Aborted).
+func retryable(err error) bool {
+	c := status.Code(err)
+	return c == codes.Unavailable || c == codes.Aborted
+}
+
+// retry calls call (each attempt bounded by rpcTimeout) until it succeeds,
+// fails with a code that is not retryable, or timeout has passed, sleeping
+// 50 ms between attempts; it returns the number of attempts and the last
+// error.
+func retry(timeout time.Duration, call func(ctx context.Context) error) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for n := 1; ; n++ {
+		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+		err := call(ctx)
+		cancel()
+		if err == nil || !retryable(err) {
+			return n, err
+		}
+		if time.Now().After(deadline) {
+			return n, fmt.Errorf("still failing after %s: %w", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -774,12 +1012,12 @@ func (e *env) mustUnstage(t *testing.T, volumeID, stage string) {
 }
 
 func (e *env) unpublish(ctx context.Context, volumeID, target string) error {
-	_, err := e.drv.Node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: volumeID, TargetPath: target})
+	_, err := e.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: volumeID, TargetPath: target})
 	return err
 }
 
 func (e *env) unstage(ctx context.Context, volumeID, stage string) error {
-	_, err := e.drv.Node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: volumeID, StagingTargetPath: stage})
+	_, err := e.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: volumeID, StagingTargetPath: stage})
 	return err
 }
 
@@ -793,19 +1031,24 @@ func (e *env) cleanupCall(t *testing.T, what string, call func(context.Context) 
 
 // ---- the bucket ----
 
-// object reads an object straight from the fake, not through gcsfuse.
+// object reads an object of bucket straight from the fake, not through gcsfuse.
 func (e *env) object(t *testing.T, name string) string {
+	t.Helper()
+	return e.objectIn(t, bucket, name)
+}
+
+func (e *env) objectIn(t *testing.T, bkt, name string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	r, err := e.gcs.Client.Bucket(bucket).Object(name).NewReader(ctx)
+	r, err := e.gcs.Client.Bucket(bkt).Object(name).NewReader(ctx)
 	if err != nil {
-		t.Fatalf("read gs://%s/%s: %v", bucket, name, err)
+		t.Fatalf("read gs://%s/%s: %v", bkt, name, err)
 	}
 	defer r.Close()
 	b, err := io.ReadAll(r)
 	if err != nil {
-		t.Fatalf("read gs://%s/%s: %v", bucket, name, err)
+		t.Fatalf("read gs://%s/%s: %v", bkt, name, err)
 	}
 	return string(b)
 }
@@ -867,7 +1110,28 @@ func readDirNames(t *testing.T, dir string) []string {
 	return names
 }
 
-// assertGone fails if pid still exists, zombie included: the driver must
+// readWithin reads a file, giving up after timeout: a read of a dead FUSE
+// mount must fail (ENOTCONN), and a hang must not stall the test. A read
+// that timed out is left behind in its goroutine.
+func readWithin(path string, timeout time.Duration) (string, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b, err := os.ReadFile(path)
+		ch <- result{b, err}
+	}()
+	select {
+	case r := <-ch:
+		return string(r.b), r.err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("read %s: no answer within %s", path, timeout)
+	}
+}
+
+// assertGone fails if pid still exists, zombie included: the mounter must
 // have reaped its gcsfuse.
 func assertGone(t *testing.T, pid int) {
 	t.Helper()

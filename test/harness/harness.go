@@ -126,6 +126,10 @@ type Driver struct {
 	Identity csi.IdentityClient
 	Node     csi.NodeClient
 	done     chan error
+
+	// What Restart starts again.
+	bin, socket, logPath string
+	args                 []string
 }
 
 // StartDriver runs `bin node args...` with its output to logPath, waits until
@@ -146,7 +150,7 @@ func StartDriver(bin, socket, logPath string, args ...string) (*Driver, error) {
 		logf.Close()
 		return nil, err
 	}
-	d := &Driver{Cmd: cmd, Endpoint: endpoint, done: make(chan error, 1)}
+	d := &Driver{Cmd: cmd, Endpoint: endpoint, done: make(chan error, 1), bin: bin, socket: socket, logPath: logPath, args: args}
 	go func() { d.done <- cmd.Wait(); logf.Close() }()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// The socket appears a few ms after start: retry fast, not after 1 s.
@@ -199,11 +203,162 @@ func (d *Driver) Stop() error {
 		d.done <- err
 		return nil
 	case <-time.After(10 * time.Second):
-		_ = d.Cmd.Process.Kill()
-		err := <-d.done
-		d.done <- err
+		if err := killAndWait(d.Cmd.Process, d.done, "driver"); err != nil {
+			return err
+		}
 		return fmt.Errorf("driver did not stop on SIGTERM; killed")
 	}
+}
+
+// Kill sends SIGKILL to the driver's PID and waits until it has exited: a
+// crash, with no chance to clean up. Its client connection stays open (calls
+// on it fail with Unavailable); Stop closes it.
+func (d *Driver) Kill() error {
+	return killAndWait(d.Cmd.Process, d.done, "driver")
+}
+
+// Restart starts the driver again with the same binary, socket, log file and
+// arguments, once this one has exited (after Kill or Stop), and returns the
+// new one when Probe answers ready.
+func (d *Driver) Restart() (*Driver, error) {
+	select {
+	case err := <-d.done:
+		d.done <- err
+	default:
+		return nil, fmt.Errorf("driver pid %d is still running: Kill or Stop it first", d.Pid())
+	}
+	return StartDriver(d.bin, d.socket, d.logPath, d.args...)
+}
+
+// killAndWait SIGKILLs p and waits up to 10 s for its Wait (in done) to return.
+func killAndWait(p *os.Process, done chan error, what string) error {
+	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill %s pid %d: %w", what, p.Pid, err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s pid %d still running 10 s after SIGKILL", what, p.Pid)
+	}
+}
+
+// Mounter is a running `gcsfuse-csi mounter` process: the unprivileged FUSE
+// daemon host whose children are the gcsfuse processes.
+type Mounter struct {
+	Cmd    *exec.Cmd
+	Socket string
+	done   chan error
+
+	// What Restart starts again.
+	bin, workDir, logPath string
+	cred                  *syscall.Credential
+	args                  []string
+}
+
+// StartMounter runs `bin mounter --socket=socket --work-dir=workDir args...`
+// (args carries --gcsfuse) with its output appended to logPath, as cred
+// (nil: as this process's user), and waits until the socket accepts a
+// connection. The socket's directory and workDir must be writable by cred's
+// uid. The mounter runs in its own process group with "/" as its working
+// directory; as another user, HOME is workDir.
+func StartMounter(bin, socket, workDir, logPath string, cred *syscall.Credential, args ...string) (*Mounter, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, append([]string{"mounter", "--socket=" + socket, "--work-dir=" + workDir}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if cred != nil {
+		cmd.Env = append(os.Environ(), "HOME="+workDir)
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	m := &Mounter{Cmd: cmd, Socket: socket, done: make(chan error, 1), bin: bin, workDir: workDir, logPath: logPath, cred: cred, args: args}
+	go func() { m.done <- cmd.Wait(); logf.Close() }()
+	if err := m.waitReady(30 * time.Second); err != nil {
+		m.Stop()
+		return nil, fmt.Errorf("%w (mounter log: %s)", err, logPath)
+	}
+	return m, nil
+}
+
+func (m *Mounter) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-m.done:
+			m.done <- err
+			return fmt.Errorf("mounter exited before its socket %s accepted a connection: %v", m.Socket, err)
+		default:
+		}
+		conn, err := net.DialTimeout("unix", m.Socket, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("mounter socket %s not accepting connections after %s: %v", m.Socket, timeout, last)
+}
+
+// Pid is the mounter's process id.
+func (m *Mounter) Pid() int { return m.Cmd.Process.Pid }
+
+// Stop sends SIGTERM to the mounter's PID and waits; SIGKILL after 10 s.
+func (m *Mounter) Stop() error {
+	_ = m.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-m.done:
+		m.done <- err
+		return nil
+	case <-time.After(10 * time.Second):
+		if err := killAndWait(m.Cmd.Process, m.done, "mounter"); err != nil {
+			return err
+		}
+		return fmt.Errorf("mounter did not stop on SIGTERM; killed")
+	}
+}
+
+// Kill sends SIGKILL to the mounter's PID and waits until it has exited.
+func (m *Mounter) Kill() error {
+	return killAndWait(m.Cmd.Process, m.done, "mounter")
+}
+
+// Restart starts the mounter again with the same binary, socket, work dir,
+// log file, identity and arguments, once this one has exited.
+func (m *Mounter) Restart() (*Mounter, error) {
+	select {
+	case err := <-m.done:
+		m.done <- err
+	default:
+		return nil, fmt.Errorf("mounter pid %d is still running: Kill or Stop it first", m.Pid())
+	}
+	return StartMounter(m.bin, m.Socket, m.workDir, m.logPath, m.cred, m.args...)
+}
+
+// ProcStatus returns the fields of /proc/PID/status (Uid, Gid, CapEff, ...),
+// each value with its whitespace collapsed to single spaces.
+func ProcStatus(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok {
+			out[k] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return out, nil
 }
 
 // Mount is one line of /proc/self/mounts.
