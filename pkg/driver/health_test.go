@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -244,4 +245,32 @@ func devNull(t *testing.T) *os.File {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// A container that bind-mounts a directory above the state dir (a replaced
+// driver pod whose /csi holds it, say) shows a copy of each inline session
+// mount. The copy is not a user: the last unpublish still releases the
+// session.
+func TestSessionCopyIsNotAUser(t *testing.T) {
+	e := newEnv(t)
+	target := e.path("pod/volumes/kubernetes.io~csi/data/mount")
+	if err := e.publishInline(target, "bkt"); err != nil {
+		t.Fatal(err)
+	}
+	var session, source string
+	for _, mp := range e.fm.MountPoints {
+		if strings.Contains(mp.Path, "/inline/") {
+			session, source = mp.Path, mp.Device
+		}
+	}
+	copyPath := filepath.Join(e.path("csi"), "state", "inline", filepath.Base(session))
+	if err := e.fm.Mount(source, copyPath, mounter.FUSEType, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.unpublish(target); err != nil {
+		t.Fatal(err)
+	}
+	if e.daemon.Count() != 0 {
+		t.Errorf("the inline session survived its last unpublish (%d running): a copy of it was counted as a user; mounts %v", e.daemon.Count(), e.mounts())
+	}
 }

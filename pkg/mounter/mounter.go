@@ -442,7 +442,10 @@ func (m *Mounter) SessionMount(source, dir string) (string, bool, error) {
 }
 
 // Binds lists the mounts, other than mountpoint itself, that show the same
-// source as the session mounted at mountpoint: its bind mounts.
+// source as the session mounted at mountpoint: its bind mounts. Another view
+// of the session mount itself (a container that bind-mounted a directory
+// above it, seen at .../<same parent name>/<same name>) is not a user: kubelet
+// targets end in .../mount and never look like a session mount point.
 func (m *Mounter) Binds(mountpoint string) ([]string, error) {
 	mps, err := m.List()
 	if err != nil {
@@ -457,11 +460,16 @@ func (m *Mounter) Binds(mountpoint string) ([]string, error) {
 	}
 	var out []string
 	for _, mp := range mps {
-		if source != "" && mp.Device == source && mp.Path != mountpoint {
+		if source != "" && mp.Device == source && mp.Path != mountpoint && !sameTail(mp.Path, mountpoint) {
 			out = append(out, mp.Path)
 		}
 	}
 	return out, nil
+}
+
+// sameTail reports whether a and b end in the same two path elements.
+func sameTail(a, b string) bool {
+	return filepath.Base(a) == filepath.Base(b) && filepath.Base(filepath.Dir(a)) == filepath.Base(filepath.Dir(b))
 }
 
 // unmount unmounts target, falling back to a lazy (detach) unmount so that a
