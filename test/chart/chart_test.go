@@ -31,6 +31,7 @@ import (
 const (
 	driverContainer    = "gcsfuse-csi"
 	registrarContainer = "node-driver-registrar"
+	mounterContainer   = "mounter"
 	csiEndpoint        = "unix:///csi/csi.sock"
 )
 
@@ -50,7 +51,7 @@ func TestRender(t *testing.T) {
 				if got := m.str(t, "driverName"); got != driver.DefaultDriverName {
 					t.Errorf("default driverName %q, want the driver's default %q", got, driver.DefaultDriverName)
 				}
-				ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+				ds := nodeDaemonSet(t, m)
 				if ds.Name != "gcsfuse-csi-node" || ds.Namespace != releaseNS {
 					t.Errorf("DaemonSet %s/%s, want %s/gcsfuse-csi-node", ds.Namespace, ds.Name, releaseNS)
 				}
@@ -73,8 +74,10 @@ func TestRender(t *testing.T) {
 					"--endpoint=unix:///csi/csi.sock",
 					"--driver-name=gcsfuse-csi.github.io",
 					"--node-id=$(NODE_NAME)",
-					"--state-dir=/var/lib/kubelet/plugins/gcsfuse-csi.github.io/state",
+					"--state-dir=/var/lib/kubelet/plugins/gcsfuse-csi.github.io-state",
 					"--gcsfuse=/usr/local/bin/gcsfuse",
+					"--mounter-socket=/var/lib/gcsfuse-csi-mounter/mounter.sock",
+					"--mounter-uid=65532",
 					"--max-retry-attempts=5",
 					"-v=2",
 					"--registration-dir=/registration",
@@ -82,6 +85,46 @@ func TestRender(t *testing.T) {
 				}
 				if !slices.Equal(c.Args, wantArgs) {
 					t.Errorf("args\n got %q\nwant %q", c.Args, wantArgs)
+				}
+
+				// The mounter, on by default.
+				md := daemonSet(t, m, "mounter")
+				if md == nil {
+					t.Fatal("no mounter DaemonSet by default")
+				}
+				if md.Name != "gcsfuse-csi-mounter" || md.Namespace != releaseNS {
+					t.Errorf("mounter DaemonSet %s/%s, want %s/gcsfuse-csi-mounter", md.Namespace, md.Name, releaseNS)
+				}
+				mc := container(t, &md.Spec.Template.Spec, mounterContainer)
+				wantMounterArgs := []string{
+					"mounter",
+					"--socket=/var/lib/gcsfuse-csi-mounter/mounter.sock",
+					"--gcsfuse=/usr/local/bin/gcsfuse",
+					"--work-dir=/tmp/gcsfuse-csi",
+					"-v=2",
+				}
+				if !slices.Equal(mc.Args, wantMounterArgs) {
+					t.Errorf("mounter args\n got %q\nwant %q", mc.Args, wantMounterArgs)
+				}
+				if mc.Image != c.Image || len(mc.Command) != 0 {
+					t.Errorf("mounter image %q command %q, want the driver's image %q and its entrypoint", mc.Image, mc.Command, c.Image)
+				}
+				if psc := md.Spec.Template.Spec.SecurityContext; psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != 65532 ||
+					psc.RunAsGroup == nil || *psc.RunAsGroup != 65532 {
+					t.Errorf("mounter pod securityContext %+v, want uid and gid 65532 (the image's nonroot)", psc)
+				}
+				if got := mc.Resources.Requests.Memory(); got.Cmp(resource.MustParse("64Mi")) != 0 {
+					t.Errorf("mounter memory request %v", got)
+				}
+				if _, ok := mc.Resources.Limits[corev1.ResourceMemory]; ok {
+					t.Error("a mounter memory limit by default: reaching it would kill the gcsfuse processes under running pods")
+				}
+				if md.Spec.Template.Spec.HostNetwork {
+					t.Error("mounter hostNetwork by default")
+				}
+				notes := m.files["gcsfuse-csi/templates/NOTES.txt"]
+				if !strings.Contains(notes, "app.kubernetes.io/component=mounter") || !strings.Contains(notes, "OnDelete") {
+					t.Errorf("NOTES.txt does not tell where the mounter pods are and that they are OnDelete:\n%s", notes)
 				}
 				opts, _, err := driverFlags(c.Args)
 				if err != nil {
@@ -134,12 +177,12 @@ driverName: gcs.example.com
 				if d := only[*storagev1.CSIDriver](t, m, "storage.k8s.io/v1/CSIDriver"); d.Name != "gcs.example.com" {
 					t.Errorf("CSIDriver %q", d.Name)
 				}
-				ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+				ds := nodeDaemonSet(t, m)
 				spec := &ds.Spec.Template.Spec
 				c := container(t, spec, driverContainer)
 				want := map[string]string{
 					"driver-name":               "gcs.example.com",
-					"state-dir":                 "/var/lib/k0s/kubelet/plugins/gcs.example.com/state",
+					"state-dir":                 "/var/lib/k0s/kubelet/plugins/gcs.example.com-state",
 					"kubelet-registration-path": "/var/lib/k0s/kubelet/plugins/gcs.example.com/csi.sock",
 				}
 				for flag, w := range want {
@@ -163,10 +206,11 @@ driverName: gcs.example.com
 					}
 				}
 				wantHost := map[string]string{
-					"kubelet-dir":      "/var/lib/k0s/kubelet",
-					"plugin-dir":       "/var/lib/k0s/kubelet/plugins/gcs.example.com",
-					"registration-dir": "/var/lib/k0s/kubelet/plugins_registry",
-					"dev":              "/dev",
+					"kubelet-dir":        "/var/lib/k0s/kubelet",
+					"plugin-dir":         "/var/lib/k0s/kubelet/plugins/gcs.example.com",
+					"registration-dir":   "/var/lib/k0s/kubelet/plugins_registry",
+					"dev":                "/dev",
+					"mounter-socket-dir": "/var/lib/gcsfuse-csi-mounter",
 				}
 				if !reflect.DeepEqual(hostPaths, wantHost) {
 					t.Errorf("hostPath volumes %v, want %v", hostPaths, wantHost)
@@ -185,7 +229,7 @@ registrar:
   mode: sidecar
 `,
 			check: func(t *testing.T, m *manifest) {
-				ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+				ds := nodeDaemonSet(t, m)
 				spec := &ds.Spec.Template.Spec
 				if got := containerNames(spec); !slices.Equal(got, []string{driverContainer, registrarContainer}) {
 					t.Fatalf("containers %q", got)
@@ -238,7 +282,7 @@ driver:
   extraArgs: ["--mount-timeout=1m"]
 `,
 			check: func(t *testing.T, m *manifest) {
-				ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+				ds := nodeDaemonSet(t, m)
 				c := container(t, &ds.Spec.Template.Spec, driverContainer)
 				opts, v, err := driverFlags(c.Args)
 				if err != nil {
@@ -272,7 +316,7 @@ node:
 				if sas := m.ofKind("v1/ServiceAccount"); len(sas) != 0 {
 					t.Errorf("ServiceAccount objects %v with serviceAccount.create=false", sas)
 				}
-				ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+				ds := nodeDaemonSet(t, m)
 				spec := &ds.Spec.Template.Spec
 				if spec.ServiceAccountName != "csi-node" {
 					t.Errorf("serviceAccountName %q", spec.ServiceAccountName)
@@ -295,6 +339,121 @@ node:
 				}
 				if ds.Spec.Template.Labels["team"] != "storage" {
 					t.Errorf("pod labels %v", ds.Spec.Template.Labels)
+				}
+				// The mounter follows the image, pull secrets, account and
+				// priority, but not node.updateStrategy or node.hostNetwork.
+				md := daemonSet(t, m, "mounter")
+				if md == nil {
+					t.Fatal("no mounter DaemonSet")
+				}
+				ms := &md.Spec.Template.Spec
+				mc := container(t, ms, mounterContainer)
+				if mc.Image != "ghcr.io/gcsfuse-csi/gcsfuse-csi:v9.9.9" || mc.ImagePullPolicy != corev1.PullAlways {
+					t.Errorf("mounter image %q %q", mc.Image, mc.ImagePullPolicy)
+				}
+				if ms.ServiceAccountName != "csi-node" || ms.PriorityClassName != "" || !reflect.DeepEqual(ms.ImagePullSecrets, spec.ImagePullSecrets) {
+					t.Errorf("mounter serviceAccountName %q priorityClassName %q imagePullSecrets %v", ms.ServiceAccountName, ms.PriorityClassName, ms.ImagePullSecrets)
+				}
+				if ms.HostNetwork {
+					t.Error("mounter hostNetwork follows node.hostNetwork; it has its own value")
+				}
+				if _, ok := md.Spec.Template.Labels["team"]; ok {
+					t.Error("node.podLabels reached the mounter pods")
+				}
+			},
+		},
+		{
+			name: "mounter disabled: gcsfuse in the driver container",
+			values: `
+mounter: {enabled: false}
+`,
+			check: func(t *testing.T, m *manifest) {
+				if md := daemonSet(t, m, "mounter"); md != nil {
+					t.Fatalf("mounter DaemonSet %s rendered with mounter.enabled=false", md.Name)
+				}
+				if n := len(m.ofKind("apps/v1/DaemonSet")); n != 1 {
+					t.Errorf("%d DaemonSets, want only the node driver's", n)
+				}
+				ds := nodeDaemonSet(t, m)
+				spec := &ds.Spec.Template.Spec
+				c := container(t, spec, driverContainer)
+				wantArgs := []string{
+					"node",
+					"--endpoint=unix:///csi/csi.sock",
+					"--driver-name=gcsfuse-csi.github.io",
+					"--node-id=$(NODE_NAME)",
+					"--state-dir=/var/lib/kubelet/plugins/gcsfuse-csi.github.io-state",
+					"--gcsfuse=/usr/local/bin/gcsfuse",
+					"--max-retry-attempts=5",
+					"-v=2",
+					"--registration-dir=/registration",
+					"--kubelet-registration-path=/var/lib/kubelet/plugins/gcsfuse-csi.github.io/csi.sock",
+				}
+				if !slices.Equal(c.Args, wantArgs) {
+					t.Errorf("args\n got %q\nwant %q", c.Args, wantArgs)
+				}
+				for _, v := range spec.Volumes {
+					if v.HostPath != nil && v.HostPath.Path == "/var/lib/gcsfuse-csi-mounter" {
+						t.Errorf("volume %s: the mounter socket dir without a mounter", v.Name)
+					}
+				}
+				notes := m.files["gcsfuse-csi/templates/NOTES.txt"]
+				if strings.Contains(notes, "component=mounter") || !strings.Contains(notes, "ends the mounts") {
+					t.Errorf("NOTES.txt with mounter.enabled=false:\n%s", notes)
+				}
+			},
+		},
+		{
+			name: "mounter uid, socket dir, host network, verbosity",
+			values: `
+driver: {logVerbosity: 4}
+mounter:
+  uid: 1001
+  socketDir: /run/gcsfuse-csi/mounter
+  hostNetwork: true
+  podLabels: {team: storage}
+  podAnnotations: {note: x}
+  extraArgs: [--vmodule=session=5]
+`,
+			check: func(t *testing.T, m *manifest) {
+				ds := nodeDaemonSet(t, m)
+				c := container(t, &ds.Spec.Template.Spec, driverContainer)
+				for flag, want := range map[string]string{
+					"mounter-socket": "/run/gcsfuse-csi/mounter/mounter.sock",
+					"mounter-uid":    "1001",
+				} {
+					if got, _ := argValue(c.Args, flag); got != want {
+						t.Errorf("driver --%s=%q, want %q", flag, got, want)
+					}
+				}
+				if ds.Spec.Template.Spec.HostNetwork {
+					t.Error("mounter.hostNetwork reached the driver pods")
+				}
+				md := daemonSet(t, m, "mounter")
+				if md == nil {
+					t.Fatal("no mounter DaemonSet")
+				}
+				ms := &md.Spec.Template.Spec
+				mc := container(t, ms, mounterContainer)
+				wantArgs := []string{
+					"mounter",
+					"--socket=/run/gcsfuse-csi/mounter/mounter.sock",
+					"--gcsfuse=/usr/local/bin/gcsfuse",
+					"--work-dir=/tmp/gcsfuse-csi",
+					"-v=4",
+					"--vmodule=session=5",
+				}
+				if !slices.Equal(mc.Args, wantArgs) {
+					t.Errorf("mounter args\n got %q\nwant %q", mc.Args, wantArgs)
+				}
+				if psc := ms.SecurityContext; psc == nil || psc.RunAsUser == nil || *psc.RunAsUser != 1001 || psc.RunAsGroup == nil || *psc.RunAsGroup != 1001 {
+					t.Errorf("mounter pod securityContext %+v, want uid and gid 1001", psc)
+				}
+				if !ms.HostNetwork || ms.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+					t.Errorf("mounter hostNetwork %v dnsPolicy %q", ms.HostNetwork, ms.DNSPolicy)
+				}
+				if md.Spec.Template.Labels["team"] != "storage" || md.Spec.Template.Annotations["note"] != "x" {
+					t.Errorf("mounter pod labels %v annotations %v", md.Spec.Template.Labels, md.Spec.Template.Annotations)
 				}
 			},
 		},
@@ -345,53 +504,21 @@ func checkInvariants(t *testing.T, m *manifest) {
 		t.Errorf("CSIDriver %q %s, want %q %s", d.Name, got, driverName, want)
 	}
 
-	ds := only[*appsv1.DaemonSet](t, m, "apps/v1/DaemonSet")
+	// The DaemonSets: the node driver's, and the mounter's when enabled.
+	dss := m.ofKind("apps/v1/DaemonSet")
+	wantDS := 1
+	if m.value(t, "mounter.enabled") == true {
+		wantDS = 2
+	}
+	if len(dss) != wantDS {
+		t.Errorf("%d DaemonSets %v, want %d (mounter.enabled=%v)", len(dss), dss, wantDS, m.value(t, "mounter.enabled"))
+	}
+	for _, o := range dss {
+		checkPodTemplate(t, m, o.obj.(*appsv1.DaemonSet), dss)
+	}
+
+	ds := nodeDaemonSet(t, m)
 	spec := &ds.Spec.Template.Spec
-	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
-	if err != nil || sel.Empty() || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
-		t.Errorf("selector %v does not select the pod template's labels %v (%v)", ds.Spec.Selector, ds.Spec.Template.Labels, err)
-	}
-	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-		t.Error("pod automountServiceAccountToken is not false: the driver needs no API token")
-	}
-	for _, o := range m.ofKind("v1/ServiceAccount") {
-		sa := o.obj.(*corev1.ServiceAccount)
-		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
-			t.Errorf("ServiceAccount %s: automountServiceAccountToken is not false", sa.Name)
-		}
-		if spec.ServiceAccountName != sa.Name {
-			t.Errorf("pods use ServiceAccount %q, the chart creates %q", spec.ServiceAccountName, sa.Name)
-		}
-	}
-
-	// Volumes and mounts are consistent.
-	volumes := map[string]bool{}
-	for _, v := range spec.Volumes {
-		if volumes[v.Name] {
-			t.Errorf("volume %q twice", v.Name)
-		}
-		volumes[v.Name] = true
-	}
-	used := map[string]bool{}
-	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
-		for _, vm := range c.VolumeMounts {
-			if !volumes[vm.Name] {
-				t.Errorf("container %s mounts undefined volume %q", c.Name, vm.Name)
-			}
-			used[vm.Name] = true
-		}
-		// Privilege belongs to the driver container alone.
-		priv := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
-		if priv != (c.Name == driverContainer) {
-			t.Errorf("container %s: privileged=%v; only %s may be (and must be) privileged", c.Name, priv, driverContainer)
-		}
-	}
-	for name := range volumes {
-		if !used[name] {
-			t.Errorf("volume %q is mounted nowhere", name)
-		}
-	}
-
 	c := container(t, spec, driverContainer)
 	opts, _, err := driverFlags(c.Args)
 	if err != nil {
@@ -443,8 +570,25 @@ func checkInvariants(t *testing.T, m *manifest) {
 	} else if host != opts.StateDir || vm.MountPropagation == nil || *vm.MountPropagation != corev1.MountPropagationBidirectional {
 		t.Errorf("--state-dir=%q is host %q on mount %s (propagation %v), want the same path on the Bidirectional kubelet dir mount", opts.StateDir, host, vm.MountPath, vm.MountPropagation)
 	}
-	if want := filepath.Join(kubeletDir, "plugins", driverName, "state"); opts.StateDir != want {
+	if want := filepath.Join(kubeletDir, "plugins", driverName+"-state"); opts.StateDir != want {
 		t.Errorf("--state-dir=%q, want %q", opts.StateDir, want)
+	}
+	// ... and seen by no container at a second path: a container started
+	// while inline volumes are mounted would get a copy of each there (the
+	// runtime bind-mounts volumes recursively), which does not follow the
+	// host's unmount and which the driver would count as another user of
+	// the inline session.
+	for _, ct := range spec.Containers {
+		for _, vm := range ct.VolumeMounts {
+			for _, v := range spec.Volumes {
+				if v.Name != vm.Name || v.HostPath == nil || vm.MountPath == v.HostPath.Path {
+					continue
+				}
+				if h := v.HostPath.Path; opts.StateDir == h || strings.HasPrefix(opts.StateDir, strings.TrimSuffix(h, "/")+"/") {
+					t.Errorf("container %s: volume %s (host %s) at %s shows the state dir %s a second time", ct.Name, v.Name, h, vm.MountPath, opts.StateDir)
+				}
+			}
+		}
 	}
 	// /dev/fuse comes from the host.
 	if host, _, err := hostPathOf(spec, c, "/dev/fuse"); err != nil || host != "/dev/fuse" {
@@ -494,6 +638,70 @@ func checkInvariants(t *testing.T, m *manifest) {
 	if p := c.LivenessProbe; p == nil || p.Exec == nil || !slices.Equal(p.Exec.Command, wantProbe) {
 		t.Errorf("liveness probe %+v, want exec %q", p, wantProbe)
 	}
+
+	checkMounter(t, m, ds)
+}
+
+// checkPodTemplate holds for each DaemonSet: its selector selects its own
+// pods and no other DaemonSet's, no API token, the chart's ServiceAccount,
+// every volume defined once and mounted, privilege for the driver container
+// alone.
+func checkPodTemplate(t *testing.T, m *manifest, ds *appsv1.DaemonSet, all []object) {
+	t.Helper()
+	spec := &ds.Spec.Template.Spec
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Errorf("%s: selector %v does not select the pod template's labels %v (%v)", ds.Name, ds.Spec.Selector, ds.Spec.Template.Labels, err)
+	}
+	for _, o := range all {
+		other := o.obj.(*appsv1.DaemonSet)
+		if other.Name != ds.Name && sel.Matches(labels.Set(other.Spec.Template.Labels)) {
+			t.Errorf("%s: selector %v also selects the pods of %s: the two controllers would fight over them", ds.Name, ds.Spec.Selector, other.Name)
+		}
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Errorf("%s: pod automountServiceAccountToken is not false: no API token is needed", ds.Name)
+	}
+	if want := m.str(t, "node.serviceAccount.name"); want != "" && spec.ServiceAccountName != want {
+		t.Errorf("%s: pods use ServiceAccount %q, node.serviceAccount.name is %q", ds.Name, spec.ServiceAccountName, want)
+	}
+	for _, o := range m.ofKind("v1/ServiceAccount") {
+		sa := o.obj.(*corev1.ServiceAccount)
+		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+			t.Errorf("ServiceAccount %s: automountServiceAccountToken is not false", sa.Name)
+		}
+		if spec.ServiceAccountName != sa.Name {
+			t.Errorf("%s: pods use ServiceAccount %q, the chart creates %q", ds.Name, spec.ServiceAccountName, sa.Name)
+		}
+	}
+
+	// Volumes and mounts are consistent.
+	volumes := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if volumes[v.Name] {
+			t.Errorf("%s: volume %q twice", ds.Name, v.Name)
+		}
+		volumes[v.Name] = true
+	}
+	used := map[string]bool{}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		for _, vm := range c.VolumeMounts {
+			if !volumes[vm.Name] {
+				t.Errorf("%s: container %s mounts undefined volume %q", ds.Name, c.Name, vm.Name)
+			}
+			used[vm.Name] = true
+		}
+		// Privilege belongs to the driver container alone.
+		priv := c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged
+		if priv != (c.Name == driverContainer) {
+			t.Errorf("%s: container %s: privileged=%v; only %s may be (and must be) privileged", ds.Name, c.Name, priv, driverContainer)
+		}
+	}
+	for name := range volumes {
+		if !used[name] {
+			t.Errorf("%s: volume %q is mounted nowhere", ds.Name, name)
+		}
+	}
 }
 
 // TestStrictDecodeRejects makes sure the decoder the other tests rely on is
@@ -523,9 +731,10 @@ spec:
 	}
 }
 
-// TestHelmLint runs what `helm lint --strict` runs, with each registrar mode.
+// TestHelmLint runs what `helm lint --strict` runs, with each registrar mode
+// and without the mounter.
 func TestHelmLint(t *testing.T) {
-	for _, overlay := range []string{"", "registrar: {mode: sidecar}"} {
+	for _, overlay := range []string{"", "registrar: {mode: sidecar}", "mounter: {enabled: false}"} {
 		l := lint.All(chartDir, parseValues(t, overlay), releaseNS, true)
 		for _, msg := range l.Messages {
 			if msg.Severity >= support.WarningSev {

@@ -287,6 +287,107 @@ func driverFlags(args []string) (driver.Options, int, error) {
 	return opts, *v, opts.Validate()
 }
 
+// mounterOptions are the flags the chart gives `gcsfuse-csi mounter`.
+type mounterOptions struct {
+	socket, gcsfuse, workDir string
+	v                        int
+}
+
+// mounterFlags parses a mounter container's args: the mounter mode first,
+// then its flags (plus klog's -v and -vmodule), each absolute where a path.
+func mounterFlags(args []string) (mounterOptions, error) {
+	var o mounterOptions
+	if len(args) == 0 || args[0] != "mounter" {
+		return o, fmt.Errorf("args %q: want the mounter mode first", args)
+	}
+	fs := flag.NewFlagSet("gcsfuse-csi mounter", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.socket, "socket", "", "")
+	fs.StringVar(&o.gcsfuse, "gcsfuse", "", "")
+	fs.StringVar(&o.workDir, "work-dir", "", "")
+	fs.IntVar(&o.v, "v", 0, "")
+	fs.String("vmodule", "", "")
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, fmt.Errorf("args %q: %w", args, err)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("args %q: stray arguments %q", args, fs.Args())
+	}
+	if !filepath.IsAbs(o.socket) || o.gcsfuse == "" || !filepath.IsAbs(o.workDir) {
+		return o, fmt.Errorf("args %q: want an absolute --socket and --work-dir, and --gcsfuse", args)
+	}
+	return o, nil
+}
+
+// daemonSet returns the DaemonSet whose pods carry
+// app.kubernetes.io/component=component, or nil if there is none.
+func daemonSet(t *testing.T, m *manifest, component string) *appsv1.DaemonSet {
+	t.Helper()
+	var found []*appsv1.DaemonSet
+	for _, o := range m.ofKind("apps/v1/DaemonSet") {
+		ds := o.obj.(*appsv1.DaemonSet)
+		if ds.Spec.Template.Labels["app.kubernetes.io/component"] == component {
+			found = append(found, ds)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil
+	case 1:
+		return found[0]
+	}
+	t.Fatalf("%d DaemonSets of component %q, want at most 1", len(found), component)
+	return nil
+}
+
+// nodeDaemonSet returns the node driver's DaemonSet, which every rendering has.
+func nodeDaemonSet(t *testing.T, m *manifest) *appsv1.DaemonSet {
+	t.Helper()
+	ds := daemonSet(t, m, "node")
+	if ds == nil {
+		t.Fatal("no DaemonSet of component node")
+	}
+	return ds
+}
+
+// volumeOf returns the volume behind path p in container c (the mount with
+// the longest matching mountPath).
+func volumeOf(spec *corev1.PodSpec, c *corev1.Container, p string) (*corev1.Volume, error) {
+	var best *corev1.VolumeMount
+	for i := range c.VolumeMounts {
+		vm := &c.VolumeMounts[i]
+		if (p == vm.MountPath || strings.HasPrefix(p, strings.TrimSuffix(vm.MountPath, "/")+"/")) &&
+			(best == nil || len(vm.MountPath) > len(best.MountPath)) {
+			best = vm
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("container %s: %q is on no volume mount (it would be in the container's own filesystem)", c.Name, p)
+	}
+	for i := range spec.Volumes {
+		if spec.Volumes[i].Name == best.Name {
+			return &spec.Volumes[i], nil
+		}
+	}
+	return nil, fmt.Errorf("container %s: mount %q names no volume", c.Name, best.Name)
+}
+
+// intValue reads an integer value (YAML numbers arrive as float64 or int64).
+func (m *manifest) intValue(t *testing.T, key string) int64 {
+	t.Helper()
+	switch v := m.value(t, key).(type) {
+	case float64:
+		return int64(v)
+	case int64:
+		return v
+	case int:
+		return int64(v)
+	default:
+		t.Fatalf("value %s is %T, want a number", key, v)
+		return 0
+	}
+}
+
 // argValue returns the value of --name=value in args.
 func argValue(args []string, name string) (string, bool) {
 	for _, a := range args {

@@ -52,6 +52,19 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"liveness period", "node: {livenessProbe: {periodSeconds: 0}}", "/node/livenessProbe/periodSeconds"},
 		{"imagePullSecrets as strings", "imagePullSecrets: [regcred]", "/imagePullSecrets/0"},
 		{"hostNetwork as a string", "node: {hostNetwork: 'true'}", "/node/hostNetwork"},
+		{"mounter enabled as a string", "mounter: {enabled: 'no'}", "/mounter/enabled"},
+		{"mounter as root", "mounter: {uid: 0}", "/mounter/uid"},
+		{"mounter uid negative", "mounter: {uid: -1}", "/mounter/uid"},
+		{"relative mounter socketDir", "mounter: {socketDir: var/lib/gcsfuse-csi-mounter}", "/mounter/socketDir"},
+		{"mounter socketDir with ..", "mounter: {socketDir: /var/lib/../x}", "/mounter/socketDir"},
+		{"mounter socketDir too long for a unix socket", "mounter: {socketDir: /" + strings.Repeat("a", 94) + "}", "/mounter/socketDir"},
+		{"mounter updateStrategy is not a value (always OnDelete)", "mounter: {updateStrategy: {type: RollingUpdate}}", "updateStrategy"},
+		{"mounter liveness probe is not a value", "mounter: {livenessProbe: {periodSeconds: 10}}", "livenessProbe"},
+		{"extraArgs overriding the mounter socket", "driver: {extraArgs: [--mounter-socket=/x/mounter.sock]}", "/driver/extraArgs/0"},
+		{"extraArgs overriding the mounter uid", "driver: {extraArgs: [-mounter-uid=0]}", "/driver/extraArgs/0"},
+		{"mounter extraArgs overriding the socket", "mounter: {extraArgs: [--socket=/x.sock]}", "/mounter/extraArgs/0"},
+		{"mounter extraArgs overriding the work dir", "mounter: {extraArgs: [--v=9, -work-dir=/x]}", "/mounter/extraArgs/0"},
+		{"mounter resources quantity", "mounter: {resources: {limits: {memory: lots}}}", "/mounter/resources/limits/memory"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
@@ -89,6 +102,9 @@ func TestSchemaAcceptsGoodValues(t *testing.T) {
 		"node: {updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 10%}}}",
 		"node: {affinity: {nodeAffinity: {}}}",
 		"image: {tag: v0.2.0-rc.1, repository: registry.example.com:5000/mirror/gcsfuse-csi}",
+		"mounter: {enabled: false}",
+		"mounter: {uid: 1, socketDir: /" + strings.Repeat("a", 93) + "}",
+		"mounter: {resources: {limits: {memory: 4Gi}}, extraArgs: [--vmodule=remote=5]}",
 	} {
 		if _, err := renderChart(c, parseValues(t, values)); err != nil {
 			t.Errorf("values %q: %v", values, err)

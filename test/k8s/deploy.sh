@@ -55,20 +55,35 @@ out=$SCRATCH/driver.yaml
   --set driver.anonymous=true \
   --set driver.atomicRename=false \
   --set driver.logVerbosity=4 \
+  --set-string mounter.socketDir="$SCRATCH/mounter" \
   > "$out"
 log "chart rendered: $out ($(grep -c '^kind:' "$out") objects: $(awk '$1=="kind:"{print $2}' "$out" | tr '\n' ' '))"
 kc get namespace "$ns" >/dev/null 2>&1 || kc create namespace "$ns" >/dev/null
 kc apply -f "$out" >&2
 
-kc -n "$ns" rollout status daemonset --timeout=180s >&2 || {
-  kc -n "$ns" get pods -o wide >&2; kc -n "$ns" describe pods >&2 | tail -40
-  kc -n "$ns" logs -l app.kubernetes.io/name=gcsfuse-csi --tail=50 >&2 || true
-  die "driver DaemonSet not ready"
+# Both DaemonSets: the node driver (RollingUpdate) and the mounter. `rollout
+# status` refuses OnDelete DaemonSets, so readiness is read from the status:
+# every scheduled pod Ready, and the status is of the current generation.
+ds_ready() {
+  local s
+  s=$(kc -n "$ns" get daemonset "$1" -o jsonpath='{.metadata.generation} {.status.observedGeneration} {.status.desiredNumberScheduled} {.status.numberReady}') || return 1
+  # shellcheck disable=SC2086
+  set -- $s
+  [ $# = 4 ] && [ "$1" = "$2" ] && [ "$3" -gt 0 ] && [ "$3" = "$4" ]
 }
+for ds in $(kc -n "$ns" get daemonset -l app.kubernetes.io/instance=gcsfuse-csi -o name); do
+  waitfor "$ds" 180 ds_ready "${ds#*/}" || {
+    kc -n "$ns" get pods -o wide >&2; kc -n "$ns" describe pods >&2 | tail -40
+    kc -n "$ns" logs -l app.kubernetes.io/name=gcsfuse-csi --prefix --tail=50 >&2 || true
+    die "$ds not ready"
+  }
+done
+[ "$(kc -n "$ns" get daemonset -l app.kubernetes.io/instance=gcsfuse-csi -o name | wc -l)" = 2 ] \
+  || die "want the node and mounter DaemonSets, got: $(kc -n "$ns" get daemonset -o name | tr '\n' ' ')"
 driver=$(awk '$1=="driverName:"{print $2}' "$chart/values.yaml")
 csinode() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' 2>/dev/null | tr ' ' '\n' | grep -qxF "$driver"; }
 waitfor "CSINode $NODE_NAME lists $driver" 90 csinode || {
-  kc -n "$ns" logs -l app.kubernetes.io/name=gcsfuse-csi --tail=50 >&2 || true
+  kc -n "$ns" logs -l app.kubernetes.io/name=gcsfuse-csi --prefix --tail=50 >&2 || true
   grep -i -E 'plugin|csi' "$LOGS/kubelet.log" | tail -20 >&2
   die "the driver did not register with kubelet"
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,8 @@ type env struct {
 	BucketIn    string // inline ephemeral volume
 	BucketPV    string // static PV/PVC
 	BucketWeb   string // httpd
+	BucketRd    string // read in a loop while the driver pod is replaced
+	BucketAf    string // first published by the replacement driver
 	PVName      string
 	skipMessage string
 }
@@ -76,6 +79,8 @@ func loadEnv() *env {
 	e.BucketIn = "k8s-e2e-inline-" + e.RunID
 	e.BucketPV = "k8s-e2e-pv-" + e.RunID
 	e.BucketWeb = "k8s-e2e-web-" + e.RunID
+	e.BucketRd = "k8s-e2e-reader-" + e.RunID
+	e.BucketAf = "k8s-e2e-after-" + e.RunID
 	e.PVName = "k8s-e2e-pv-" + e.RunID
 	return e
 }
@@ -91,7 +96,7 @@ func TestKubernetes(t *testing.T) {
 	k := &kube{t: t, e: e}
 	g := &fakeGCS{t: t, base: e.FakeGCS}
 
-	for _, b := range []string{e.BucketIn, e.BucketPV, e.BucketWeb} {
+	for _, b := range []string{e.BucketIn, e.BucketPV, e.BucketWeb, e.BucketRd, e.BucketAf} {
 		g.createBucket(b)
 	}
 	g.put(e.BucketIn, "hello.txt", "hello from the inline bucket\n")
@@ -99,6 +104,12 @@ func TestKubernetes(t *testing.T) {
 	g.put(e.BucketPV, "docs/nested.txt", "nested object\n")
 	g.put(e.BucketWeb, "index.html", "<h1>served from "+e.BucketWeb+"</h1>\n")
 	g.put(e.BucketWeb, "assets/app.txt", "asset body\n")
+	g.put(e.BucketRd, "hello.txt", "hello from the reader bucket\n")
+	g.put(e.BucketAf, "hello.txt", "hello from the after bucket\n")
+
+	// The mounter pod that holds the gcsfuse processes: the driver pod is
+	// replaced below, this one must stay the same pod throughout.
+	var mounterUID string
 
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -204,8 +215,133 @@ func TestKubernetes(t *testing.T) {
 	})
 
 	t.Run("reads continue while the node driver pod is replaced", func(t *testing.T) {
-		t.Skip("not yet: gcsfuse runs inside the driver container, so deleting the driver pod ends the node's mounts; " +
-			"this check comes with the separate mounter DaemonSet (later issue)")
+		k := k.with(t)
+		g := g.with(t)
+		mounterUID = k.get("-n", e.DriverNS, "pods", "-l", mounterPods, "{.items[*].metadata.uid}")
+		if mounterUID == "" || strings.Contains(mounterUID, " ") {
+			t.Fatalf("mounter pods %q, want one (the chart's mounter DaemonSet, mounter.enabled)", mounterUID)
+		}
+		k.apply(render(t, readerPodYAML, e))
+		k.waitReady("reader", 180*time.Second)
+
+		// The premise: every gcsfuse runs in the mounter pod, unprivileged,
+		// not in the driver pod that is about to go.
+		sessions := checkGcsfuseInMounter(t, k, mounterUID)
+
+		oldDriver := k.get("-n", e.DriverNS, "pods", "-l", nodePods, "{.items[*].metadata.name} {.items[*].metadata.uid} {.items[*].spec.nodeName}")
+		f := strings.Fields(oldDriver)
+		if len(f) != 3 {
+			t.Fatalf("node driver pods %q, want one", oldDriver)
+		}
+		oldName, oldUID, nodeName := f[0], f[1], f[2]
+
+		// Reads succeed before anything happens.
+		k.waitReads("reader", 10, time.Time{}, 60*time.Second)
+
+		tDelete := time.Now()
+		k.run("-n", e.DriverNS, "delete", "pod", oldName, "--wait=true", "--timeout=120s")
+		tGone := time.Now()
+		var newName string
+		deadline := time.Now().Add(180 * time.Second)
+		for {
+			out, _ := k.cmd("", "-n", e.DriverNS, "get", "pods", "-l", nodePods, "-o",
+				`jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if p := strings.Fields(line); len(p) == 3 && p[1] != oldUID && p[2] == "True" {
+					newName = p[0]
+				}
+			}
+			if newName != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no new Ready driver pod 180s after deleting %s: %s", oldName, out)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		tReady := time.Now()
+		k.poll("CSINode "+nodeName+" lists "+e.Driver, 90*time.Second, func() (bool, string) {
+			out, _ := k.cmd("", "get", "csinode", nodeName, "-o", "jsonpath={.spec.drivers[*].name}")
+			return slices.Contains(strings.Fields(out), e.Driver), out
+		})
+		tRegistered := time.Now()
+		t.Logf("driver pod %s deleted (gone after %s), %s Ready after %s, CSINode lists %s after %s",
+			oldName, tGone.Sub(tDelete).Round(100*time.Millisecond), newName, tReady.Sub(tDelete).Round(100*time.Millisecond),
+			e.Driver, tRegistered.Sub(tDelete).Round(100*time.Millisecond))
+
+		// Reads go on under the new driver.
+		k.waitReads("reader", 20, tRegistered, 60*time.Second)
+
+		// The mounts of the earlier pods survived too. (Errorf, not Fatal:
+		// the read log below says more about what went wrong.)
+		for pod, want := range map[string]string{"inline": "hello from the inline bucket\n", "pvc": "hello from the PV bucket\n"} {
+			if got, err := k.execErr(pod, "cat", "/data/hello.txt"); err != nil || got != want {
+				t.Errorf("%s pod after the driver replacement: cat /data/hello.txt = %q (%v), want %q", pod, got, err, want)
+			}
+		}
+		// The new driver publishes to a new pod: a new inline volume (a new
+		// gcsfuse session in the mounter), an inline volume sharing the
+		// session the old driver started for the reader, and the staged PV.
+		k.apply(render(t, afterPodYAML, e))
+		k.waitReady("after", 180*time.Second)
+		if got := k.exec("after", "cat", "/in/hello.txt", "/shared/hello.txt", "/pv/hello.txt"); got != "hello from the after bucket\nhello from the reader bucket\nhello from the PV bucket\n" {
+			t.Errorf("new pod after the driver replacement: cat = %q", got)
+		}
+		k.exec("after", "sh", "-c", "echo published by the new driver > /in/after.txt")
+		g.requireObject(e.BucketAf, "after.txt", "published by the new driver\n")
+		if n := checkGcsfuseInMounter(t, k, mounterUID); n != sessions+1 {
+			t.Errorf("%d gcsfuse processes after the new pod, %d before: want exactly one more (the new bucket's; the shared session and the PV reuse theirs)", n, sessions)
+		}
+
+		// The whole window, from the reader's first line to now.
+		tEnd := time.Now()
+		r := k.reads("reader")
+		if n := len(r.failures); n > 0 {
+			show := r.failures
+			if n > 10 {
+				show = append(slices.Clone(show[:10]), fmt.Sprintf("... %d more", n-10))
+			}
+			t.Errorf("%d failed reads (of %d) while the driver pod was replaced:\n%s", n, n+len(r.ok), strings.Join(show, "\n"))
+		}
+		if len(r.ok) == 0 {
+			t.Fatal("no successful read at all")
+		}
+		var before, during, after int
+		gap, gapAt := tEnd.Sub(r.ok[len(r.ok)-1]), r.ok[len(r.ok)-1]
+		for i, ts := range r.ok {
+			switch {
+			case ts.Before(tDelete):
+				before++
+			case ts.Before(tReady):
+				during++
+			default:
+				after++
+			}
+			if i > 0 && ts.Sub(r.ok[i-1]) > gap {
+				gap, gapAt = ts.Sub(r.ok[i-1]), r.ok[i-1]
+			}
+		}
+		window := tEnd.Sub(r.ok[0])
+		rel := fmt.Sprintf("%s after the delete", gapAt.Sub(tDelete).Round(100*time.Millisecond))
+		if gapAt.Before(tDelete) {
+			rel = fmt.Sprintf("%s before the delete", tDelete.Sub(gapAt).Round(100*time.Millisecond))
+		}
+		t.Logf("reads: %d ok, %d failed over %s; %d before the delete, %d while no new driver pod was Ready (%s), %d after; longest gap between successful reads %s (from %s, %s)",
+			len(r.ok), len(r.failures), window.Round(100*time.Millisecond), before, during, tReady.Sub(tDelete).Round(100*time.Millisecond), after,
+			gap.Round(time.Millisecond), gapAt.Format("15:04:05.000"), rel)
+		if before == 0 || during == 0 || after == 0 {
+			t.Errorf("reads before/while/after the replacement: %d/%d/%d, want some in each", before, during, after)
+		}
+		// A read loop every 0.1s: a gap of seconds means reads hung (a FUSE
+		// daemon that stopped answering) rather than failed.
+		if gap > 10*time.Second {
+			t.Errorf("longest gap between successful reads %s (from %s): reads stalled", gap, gapAt.Format("15:04:05.000"))
+		}
+
+		// Still the same mounter pod, never restarted.
+		if got := k.get("-n", e.DriverNS, "pods", "-l", mounterPods, "{.items[*].metadata.uid} {.items[*].status.containerStatuses[*].restartCount}"); got != mounterUID+" 0" {
+			t.Errorf("mounter pod uid and restarts %q, want %q: replacing the driver touched the mounter", got, mounterUID+" 0")
+		}
 	})
 
 	t.Run("delete everything: no mount, no gcsfuse left", func(t *testing.T) {
@@ -218,7 +354,7 @@ func TestKubernetes(t *testing.T) {
 		k.run("delete", "pv", e.PVName, "--wait=true", "--timeout=60s")
 		k.run("delete", "namespace", e.Namespace, "--wait=true", "--timeout=90s")
 
-		ours := []string{e.BucketIn, e.BucketPV, e.BucketWeb}
+		ours := []string{e.BucketIn, e.BucketPV, e.BucketWeb, e.BucketRd, e.BucketAf}
 		var mounts []mountEntry
 		var procs []string
 		deadline := time.Now().Add(60 * time.Second)
@@ -240,15 +376,27 @@ func TestKubernetes(t *testing.T) {
 				}
 			}
 		}
-		// The driver is still there, healthy, and only the buckets' objects remain.
-		if phase := k.get("-n", e.DriverNS, "pods", "-l", "app.kubernetes.io/name=gcsfuse-csi", "{.items[*].status.phase}"); phase != "Running" {
+		// The driver is still there, healthy, and only the buckets' objects
+		// remain. After the replacement above this is the new driver pod:
+		// it unpublished what the old one published.
+		if phase := k.get("-n", e.DriverNS, "pods", "-l", nodePods, "{.items[*].status.phase}"); phase != "Running" {
 			t.Errorf("driver pod phase after the tests: %q", phase)
 		}
-		// ... and was never restarted (its exec liveness probe, `gcsfuse-csi probe`, kept passing).
-		if n := k.get("-n", e.DriverNS, "pods", "-l", "app.kubernetes.io/name=gcsfuse-csi", "{.items[*].status.containerStatuses[*].restartCount}"); n != "0" {
+		// ... and was never restarted (its exec liveness probe, `gcsfuse-csi
+		// probe`, kept passing). The replaced pod is a new pod whose count
+		// starts at 0; the old one's restarts were checked by nothing, but
+		// a crash loop there would have failed the reads above.
+		if n := k.get("-n", e.DriverNS, "pods", "-l", nodePods, "{.items[*].status.containerStatuses[*].restartCount}"); n != "0" {
 			t.Errorf("driver container restarts: %q, want 0", n)
 		}
-		t.Logf("no fuse.gcsfuse mount of %v in the host or driver mount namespaces, no gcsfuse process in any pod cgroup", ours)
+		// The mounter is the pod that was there before the replacement (when
+		// that subtest ran), never restarted: a restart would have killed
+		// every mount.
+		got := strings.Fields(k.get("-n", e.DriverNS, "pods", "-l", mounterPods, "{.items[*].metadata.uid} {.items[*].status.phase} {.items[*].status.containerStatuses[*].restartCount}"))
+		if len(got) != 3 || got[1] != "Running" || got[2] != "0" || (mounterUID != "" && got[0] != mounterUID) {
+			t.Errorf("mounter pod uid, phase, restarts %q, want %s Running 0", got, mounterUID)
+		}
+		t.Logf("no fuse.gcsfuse mount of %v in the host or pod mount namespaces, no gcsfuse process in any pod cgroup", ours)
 	})
 }
 
@@ -395,6 +543,72 @@ spec:` + restricted + `
       volumeAttributes: {bucketName: {{.BucketWeb}}, implicitDirs: "true"}
 `
 
+// readerPodYAML reads a file from an inline volume and from the PV (staged
+// by the pvc pod) every 0.1s, each with a new open, and prints one line per
+// round: "ok N" or "FAIL N: what cat said". kubectl logs --timestamps gives
+// each line the time the runtime received it.
+var readerPodYAML = `
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, namespace: {{.Namespace}}}
+spec:` + restricted + `
+  containers:
+  - name: reader
+    image: {{.Busybox}}
+    imagePullPolicy: Never
+    command:
+    - sh
+    - -c
+    - |
+      i=0
+      while :; do
+        i=$((i+1))
+        if a=$(cat /in/hello.txt 2>&1) && b=$(cat /pv/hello.txt 2>&1) &&
+           [ "$a" = "hello from the reader bucket" ] && [ "$b" = "hello from the PV bucket" ]; then
+          echo "ok $i"
+        else
+          echo "FAIL $i: $a | $b" | tr '\n' ' '; echo
+        fi
+        sleep 0.1
+      done` + containerSecurity + `
+    volumeMounts: [{name: in, mountPath: /in}, {name: pv, mountPath: /pv}]
+  volumes:
+  - name: in
+    csi:
+      driver: {{.Driver}}
+      readOnly: true
+      volumeAttributes: {bucketName: {{.BucketRd}}}
+  - name: pv
+    persistentVolumeClaim: {claimName: data, readOnly: true}
+`
+
+// afterPodYAML is published by the replacement driver: an inline volume of
+// a bucket nobody mounted yet (read-write), one of the reader's bucket (its
+// gcsfuse session, started by the old driver, is shared), and the PV.
+var afterPodYAML = `
+apiVersion: v1
+kind: Pod
+metadata: {name: after, namespace: {{.Namespace}}}
+spec:` + restricted + `
+  containers:
+  - name: app
+    image: {{.Busybox}}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]` + containerSecurity + `
+    volumeMounts: [{name: in, mountPath: /in}, {name: shared, mountPath: /shared}, {name: pv, mountPath: /pv}]
+  volumes:
+  - name: in
+    csi:
+      driver: {{.Driver}}
+      volumeAttributes: {bucketName: {{.BucketAf}}}
+  - name: shared
+    csi:
+      driver: {{.Driver}}
+      volumeAttributes: {bucketName: {{.BucketRd}}}
+  - name: pv
+    persistentVolumeClaim: {claimName: data}
+`
+
 func render(t *testing.T, text string, e *env) string {
 	t.Helper()
 	var b bytes.Buffer
@@ -405,6 +619,12 @@ func render(t *testing.T, text string, e *env) string {
 }
 
 // ---------------------------------------------------------------- kubectl
+
+// Label selectors of the chart's pods (release gcsfuse-csi).
+const (
+	nodePods    = "app.kubernetes.io/name=gcsfuse-csi,app.kubernetes.io/component=node"
+	mounterPods = "app.kubernetes.io/name=gcsfuse-csi,app.kubernetes.io/component=mounter"
+)
 
 type kube struct {
 	t *testing.T
@@ -490,17 +710,81 @@ func (k *kube) waitReady(pod string, timeout time.Duration) {
 	out, err := k.cmd("", "-n", k.e.Namespace, "wait", "--for=condition=Ready", "pod/"+pod, "--timeout="+timeout.String())
 	if err != nil {
 		d, _ := k.cmd("", "-n", k.e.Namespace, "describe", "pod", pod)
-		logs, _ := k.cmd("", "-n", k.e.DriverNS, "logs", "-l", "app.kubernetes.io/name=gcsfuse-csi", "--tail=40")
+		logs, _ := k.cmd("", "-n", k.e.DriverNS, "logs", "-l", "app.kubernetes.io/name=gcsfuse-csi", "--prefix", "--tail=40")
 		k.t.Fatalf("pod %s not Ready: %v\n%s\n--- describe:\n%s\n--- driver logs:\n%s", pod, err, out, tail(d, 30), logs)
 	}
 	k.t.Logf("pod %s Ready in %s", pod, time.Since(start).Round(100*time.Millisecond))
+}
+
+// poll calls cond every half second until it holds; after timeout the
+// test fails with what cond last reported.
+func (k *kube) poll(what string, timeout time.Duration, cond func() (bool, string)) {
+	k.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			k.t.Fatalf("%s: not after %s; last: %s", what, timeout, last)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// readLog is what the reader pod printed: the times of its successful reads
+// and its failure lines.
+type readLog struct {
+	ok       []time.Time
+	failures []string
+}
+
+func (k *kube) reads(pod string) readLog {
+	k.t.Helper()
+	out := k.run("-n", k.e.Namespace, "logs", pod, "--timestamps")
+	var r readLog
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue // nothing logged yet
+		}
+		ts, msg, _ := strings.Cut(line, " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			k.t.Fatalf("%s log line %q: %v", pod, line, err)
+		}
+		switch {
+		case strings.HasPrefix(msg, "ok "):
+			r.ok = append(r.ok, at)
+		case strings.HasPrefix(msg, "FAIL "):
+			r.failures = append(r.failures, at.Format("15:04:05.000")+" "+msg)
+		default:
+			k.t.Fatalf("%s log line %q: want ok or FAIL", pod, line)
+		}
+	}
+	return r
+}
+
+// waitReads waits until pod has logged n successful reads after since.
+func (k *kube) waitReads(pod string, n int, since time.Time, timeout time.Duration) {
+	k.t.Helper()
+	k.poll(fmt.Sprintf("%d reads in %s after %s", n, pod, since.Format("15:04:05.000")), timeout, func() (bool, string) {
+		r := k.reads(pod)
+		c := 0
+		for _, ts := range r.ok {
+			if ts.After(since) {
+				c++
+			}
+		}
+		return c >= n || len(r.failures) > 0, fmt.Sprintf("%d ok after it, failures %q", c, r.failures)
+	})
 }
 
 func (k *kube) dumpState() {
 	for _, args := range [][]string{
 		{"get", "pods", "-A", "-o", "wide"},
 		{"-n", k.e.Namespace, "get", "events", "--sort-by=.lastTimestamp"},
-		{"-n", k.e.DriverNS, "logs", "-l", "app.kubernetes.io/name=gcsfuse-csi", "--tail=80"},
+		{"-n", k.e.DriverNS, "logs", "-l", "app.kubernetes.io/name=gcsfuse-csi", "--prefix", "--tail=80"},
 	} {
 		out, _ := k.cmd("", args...)
 		k.t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
@@ -679,8 +963,9 @@ func podProcesses(t *testing.T) map[int][2]string {
 }
 
 // gcsfuseProcesses: gcsfuse processes in pod cgroups (gcsfuse runs in the
-// driver container). Processes outside pods (other tests on this machine)
-// are not the cluster's and are ignored.
+// mounter pod, or in the driver container with mounter.enabled=false).
+// Processes outside pods (other tests on this machine) are not the
+// cluster's and are ignored.
 func gcsfuseProcesses(t *testing.T) []string {
 	var out []string
 	for pid, p := range podProcesses(t) {
@@ -689,6 +974,50 @@ func gcsfuseProcesses(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// checkGcsfuseInMounter asserts that there are gcsfuse processes and that
+// every one runs in the mounter pod (its cgroup), as the mounter's uid,
+// without capabilities, with no_new_privs and seccomp: not in the driver
+// pod, so replacing that pod cannot take them down. It returns how many
+// there are.
+func checkGcsfuseInMounter(t *testing.T, k *kube, mounterUID string) int {
+	t.Helper()
+	uid := k.get("-n", k.e.DriverNS, "daemonsets", "-l", "app.kubernetes.io/component=mounter", "{.items[*].spec.template.spec.securityContext.runAsUser}")
+	procs := gcsfuseProcesses(t)
+	if len(procs) == 0 {
+		t.Fatal("no gcsfuse process in any pod cgroup")
+	}
+	// cgroupfs names the pod's cgroup pod<uid>, systemd pod<uid with _>.
+	inPod := []string{"pod" + mounterUID, "pod" + strings.ReplaceAll(mounterUID, "-", "_")}
+	for _, p := range procs {
+		pid, _, _ := strings.Cut(p, " ")
+		cg, err1 := os.ReadFile("/proc/" + pid + "/cgroup")
+		st, err2 := os.ReadFile("/proc/" + pid + "/status")
+		if err1 != nil || err2 != nil {
+			continue // exited meanwhile
+		}
+		if !strings.Contains(string(cg), inPod[0]) && !strings.Contains(string(cg), inPod[1]) {
+			t.Errorf("gcsfuse %s is not in the mounter pod %s's cgroup:\n%s", p, mounterUID, cg)
+		}
+		status := map[string]string{}
+		for _, line := range strings.Split(string(st), "\n") {
+			if key, val, ok := strings.Cut(line, ":"); ok {
+				status[key] = strings.TrimSpace(val)
+			}
+		}
+		if ids := strings.Fields(status["Uid"]); len(ids) == 0 || ids[0] != uid || slices.Contains(ids, "0") {
+			t.Errorf("gcsfuse %s: Uid %q, want the mounter's %s", p, status["Uid"], uid)
+		}
+		if status["CapEff"] != "0000000000000000" || status["CapPrm"] != "0000000000000000" || status["NoNewPrivs"] != "1" || status["Seccomp"] != "2" {
+			t.Errorf("gcsfuse %s: CapEff %s CapPrm %s NoNewPrivs %s Seccomp %s, want no capabilities, no_new_privs, seccomp filter",
+				p, status["CapEff"], status["CapPrm"], status["NoNewPrivs"], status["Seccomp"])
+		}
+	}
+	if !t.Failed() {
+		t.Logf("%d gcsfuse processes, all in the mounter pod as uid %s without capabilities", len(procs), uid)
+	}
+	return len(procs)
 }
 
 // gcsfuseMounts: fuse.gcsfuse mounts of the given buckets in the host's

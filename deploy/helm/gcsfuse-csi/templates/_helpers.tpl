@@ -4,8 +4,8 @@
 {{- end }}
 
 {{/*
-Object name prefix, at most 55 characters so that "<prefix>-node" stays a
-valid label value (63).
+Object name prefix, at most 55 characters so that "<prefix>-node" and
+"<prefix>-mounter" stay valid label values (63).
 */}}
 {{- define "gcsfuse-csi.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -43,10 +43,45 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The driver's directory under the kubelet dir: the CSI socket (csi.sock) and
-the driver's state dir live there. kubelet on the host reaches the socket at
-this path; the driver container sees the same directory at /csi.
+The driver's directory under the kubelet dir: the CSI socket (csi.sock).
+kubelet on the host reaches the socket at this path; the driver container
+sees the same directory at /csi.
 */}}
 {{- define "gcsfuse-csi.pluginDir" -}}
 {{- printf "%s/plugins/%s" .Values.kubeletDir .Values.driverName }}
+{{- end }}
+
+{{/*
+The driver's state dir (--state-dir): inline volumes' gcsfuse mounts live in
+its inline/ subdir. Under the kubelet dir, so those mounts are made in the
+host's mount namespace, and NOT under the plugin dir: a container that
+starts while inline volumes are mounted (a replaced driver pod, the
+registrar) gets the plugin dir at /csi with a copy of every mount below it.
+Such a copy does not follow the host's unmount (no propagation), so it would
+outlive the session as a dead FUSE mount, and the driver would see it as one
+more user of the inline session.
+*/}}
+{{- define "gcsfuse-csi.stateDir" -}}
+{{- printf "%s/plugins/%s-state" .Values.kubeletDir .Values.driverName }}
+{{- end }}
+
+{{/* The driver image, shared by the driver and mounter pods. */}}
+{{- define "gcsfuse-csi.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+gcsfuse in the image. The driver runs it in-process (mounter.enabled=false)
+or the mounter runs it: both get the same --gcsfuse.
+*/}}
+{{- define "gcsfuse-csi.gcsfuse" -}}
+/usr/local/bin/gcsfuse
+{{- end }}
+
+{{/*
+The mounter's unix socket: the driver's --mounter-socket and the mounter's
+--socket. Both pods mount mounter.socketDir from the host at the same path.
+*/}}
+{{- define "gcsfuse-csi.mounterSocket" -}}
+{{- printf "%s/mounter.sock" .Values.mounter.socketDir }}
 {{- end }}
