@@ -137,7 +137,8 @@ func setVolumeCondition(resp *csi.NodeGetVolumeStatsResponse, abnormal bool, mes
 	cond = protowire.AppendTag(cond, fieldAbnormal, protowire.VarintType)
 	cond = protowire.AppendVarint(cond, protowire.EncodeBool(abnormal))
 	cond = protowire.AppendTag(cond, fieldMessage, protowire.BytesType)
-	cond = protowire.AppendString(cond, message)
+	// A proto3 string must be UTF-8, or kubelet cannot decode the answer.
+	cond = protowire.AppendString(cond, strings.ToValidUTF8(message, "\uFFFD"))
 	var b []byte
 	b = protowire.AppendTag(b, fieldVolumeCondition, protowire.BytesType)
 	b = protowire.AppendBytes(b, cond)

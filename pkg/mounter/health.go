@@ -88,6 +88,9 @@ func (m *Mounter) Health(ctx context.Context, path string) (Health, error) {
 			h.Message += fmt.Sprintf(" (pid %d, up %s)", session.PID, time.Since(session.Started).Round(time.Second))
 		}
 	}
+	// gcsfuse's last words can hold any bytes; the message goes into proto3
+	// strings, which must be UTF-8.
+	h.Message = strings.ToValidUTF8(h.Message, "\uFFFD")
 	return h, nil
 }
 

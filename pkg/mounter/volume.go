@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Volume is what one gcsfuse mount serves: a bucket (or one directory of it)
@@ -368,8 +370,11 @@ func cleanDir(d string) (string, error) {
 			return "", fmt.Errorf("path segments may not be empty, '.' or '..'")
 		}
 	}
+	if !utf8.ValidString(d) {
+		return "", fmt.Errorf("want valid UTF-8")
+	}
 	for _, r := range d {
-		if r < 0x20 || r == 0x7f || r == ',' {
+		if unicode.IsControl(r) || r == ',' {
 			return "", fmt.Errorf("control characters and ',' are not allowed")
 		}
 	}
@@ -408,7 +413,16 @@ func (v *Volume) Args() []string {
 
 // Key identifies what the mount serves: equal keys can share one gcsfuse.
 func (v *Volume) Key() string {
-	return v.Bucket + " " + strings.Join(v.Args(), " ") + " o=" + strings.Join(v.KernelOptions(), ",")
+	parts := append([]string{v.Bucket}, v.Args()...)
+	for i, p := range parts {
+		// A value with a space (only-dir may have one) must not read as two
+		// args: quote it. Plain parts, the usual case, stay as they are, so
+		// session ids of existing mounts do not change.
+		if strings.ContainsAny(p, " \\\"") {
+			parts[i] = strconv.Quote(p)
+		}
+	}
+	return strings.Join(parts, " ") + " o=" + strings.Join(v.KernelOptions(), ",")
 }
 
 // SessionID names the gcsfuse session that serves v at mountpoint. It is
