@@ -101,3 +101,16 @@ $(IMAGE_BIN)/gcsfuse: go.mod go.sum
 .PHONY: chart-test
 chart-test:
 	$(GO) test -count=1 ./test/chart/...
+
+## fuzz: each fuzz target for FUZZTIME (default 30s), one after the other;
+## `make unit` and `make test` run only their seed corpora (testdata/fuzz).
+## -fuzz takes one package at a time, hence a line per target.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStage$$' -fuzztime $(FUZZTIME) ./pkg/driver
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePublish$$' -fuzztime $(FUZZTIME) ./pkg/driver
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime $(FUZZTIME) ./pkg/driver
+	$(GO) test -run '^$$' -fuzz '^FuzzVolumeCondition$$' -fuzztime $(FUZZTIME) ./pkg/driver
+	$(GO) test -run '^$$' -fuzz '^FuzzVolumeSetters$$' -fuzztime $(FUZZTIME) ./pkg/mounter
+	$(GO) test -run '^$$' -fuzz '^FuzzHostRequest$$' -fuzztime $(FUZZTIME) ./pkg/mounter
