@@ -94,6 +94,8 @@ func (m *Mounter) Health(ctx context.Context, path string) (Health, error) {
 	return h, nil
 }
 
+// boundedCheck is the mount check (statfs, then statx, on the real mounter)
+// bounded by CheckTimeout: it never blocks on a hung FUSE daemon.
 func (m *Mounter) boundedCheck(path string) error {
 	done := make(chan error, 1)
 	go func() {

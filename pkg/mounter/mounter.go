@@ -96,24 +96,16 @@ func (m *Mounter) Inspect(path string) (State, mount.MountPoint, error) {
 	if err != nil || !ok {
 		return NotMounted, mp, err
 	}
-	type result struct{ err error }
-	done := make(chan result, 1)
-	go func() {
-		_, err := m.IsLikelyNotMountPoint(path)
-		done <- result{err}
-	}()
-	select {
-	case r := <-done:
-		if r.err == nil {
-			return Mounted, mp, nil
-		}
-		if mount.IsCorruptedMnt(r.err) {
-			return Corrupted, mp, nil
-		}
-		return NotMounted, mp, fmt.Errorf("check mount %q: %w", path, r.err)
-	case <-time.After(m.cfg.CheckTimeout):
+	switch err := m.boundedCheck(path); {
+	case err == nil:
+		return Mounted, mp, nil
+	case errors.Is(err, ErrTimeout):
 		klog.InfoS("mount check timed out; treating the mount as corrupted", "path", path, "timeout", m.cfg.CheckTimeout)
 		return Corrupted, mp, nil
+	case mount.IsCorruptedMnt(err):
+		return Corrupted, mp, nil
+	default:
+		return NotMounted, mp, fmt.Errorf("check mount %q: %w", path, err)
 	}
 }
 
