@@ -37,6 +37,7 @@ type Driver struct {
 	targetLocks  tryLocks   // NodePublish/NodeUnpublish, by target path
 	volumeLocks  tryLocks   // NodeStage/NodeUnstage, by volume id
 	sessionLocks keyedMutex // inline sessions, by mount point
+	stageCreds   stageCredentials
 }
 
 // Deps are the OS-facing parts of the driver; nil fields get the real ones.
@@ -98,16 +99,16 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	cfg := mounter.Config{
 		StateDir:         opts.StateDir,
 		Endpoint:         opts.GCSEndpoint,
-		Anonymous:        opts.Anonymous,
 		MaxRetryAttempts: opts.MaxRetryAttempts,
 		AtomicRename:     opts.AtomicRename,
 		MountTimeout:     opts.MountTimeout,
 		Clock:            deps.Clock,
 	}
 	return &Driver{
-		opts:    opts,
-		mounter: mounter.New(cfg, deps.Mount, deps.FUSE, deps.Daemon, deps.Check),
-		ready:   deps.Ready,
+		opts:       opts,
+		mounter:    mounter.New(cfg, deps.Mount, deps.FUSE, deps.Daemon, deps.Check),
+		ready:      deps.Ready,
+		stageCreds: stageCredentials{dir: filepath.Join(opts.StateDir, stagedDir)},
 	}, nil
 }
 
@@ -230,7 +231,7 @@ func (d *Driver) Run(ctx context.Context) error {
 func logCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	if klog.V(5).Enabled() {
-		klog.InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
+		klog.InfoS("call", "method", info.FullMethod, "request", protosanitizer.StripSecrets(redactTokens(req)))
 	}
 	resp, err := handler(ctx, req)
 	if err != nil {

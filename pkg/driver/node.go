@@ -2,8 +2,6 @@ package driver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
 
@@ -12,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 )
 
@@ -52,8 +51,24 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", r.volumeID)
 	}
 	defer d.volumeLocks.Release(r.volumeID)
+	creds, deferred, err := d.resolveCredentials(r.volume, r.secrets, r.attrs, false)
+	if err != nil {
+		return nil, err
+	}
+	if deferred {
+		// Each publish brings the credentials and mounts a session per
+		// identity: nothing to mount at the staging path.
+		klog.V(2).InfoS("nothing to stage: the volume's credentials come with each publish", "volume", r.volumeID, "auth", r.volume.Auth.Mode)
+		return &csi.NodeStageVolumeResponse{}, nil
+	}
+	r.volume.Credentials = creds
 	if err := d.mounter.EnsureMounted(ctx, r.stagingPath, r.volume); err != nil {
 		return nil, toStatus("stage volume "+r.volumeID, err)
+	}
+	if creds.Mode == auth.ModeSecret {
+		if err := d.stageCreds.remember(r.stagingPath, creds); err != nil {
+			return nil, toStatus("stage volume "+r.volumeID, err)
+		}
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
 }
@@ -81,6 +96,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if err := d.mounter.Teardown(ctx, path); err != nil {
 		return nil, toStatus("unstage volume "+req.GetVolumeId(), err)
 	}
+	d.stageCreds.forget(path)
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 
@@ -95,10 +111,18 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, status.Errorf(codes.Aborted, "an operation on target %q is already in progress", r.targetPath)
 	}
 	defer d.targetLocks.Release(r.targetPath)
-	if r.ephemeral {
-		err = d.publishInline(ctx, r)
-	} else {
-		err = d.publishStaged(ctx, r)
+	creds, deferred, err := d.resolveCredentials(r.volume, r.secrets, r.attrs, true)
+	if err != nil {
+		return nil, err
+	}
+	r.volume.Credentials = creds
+	switch {
+	case r.ephemeral && deferred:
+		return nil, invalid("volume_context.auth=%s: an inline volume's key comes from its nodePublishSecretRef, and the request has no secrets", auth.ModeSecret)
+	case r.ephemeral, ownSession(creds, len(r.secrets) > 0):
+		err = d.publishShared(ctx, r)
+	default:
+		err = d.publishStaged(ctx, r, deferred)
 	}
 	if err != nil {
 		return nil, toStatus("publish volume "+r.volumeID, err)
@@ -106,7 +130,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
-func (d *Driver) publishStaged(ctx context.Context, r *publishRequest) error {
+func (d *Driver) publishStaged(ctx context.Context, r *publishRequest, deferred bool) error {
 	state, mp, err := d.mounter.Inspect(r.stagingPath)
 	if err != nil {
 		return err
@@ -120,11 +144,22 @@ func (d *Driver) publishStaged(ctx context.Context, r *publishRequest) error {
 		// re-mount failed half-way. The request has everything the stage
 		// had, so stage here: for a running pod kubelet retries
 		// NodePublish, never NodeStage.
+		// A volume staged with nodeStageSecretRef mounts again with the
+		// key it was staged with: the publish has none.
+		stageCreds, err := d.stageCreds.lookup(r.stagingPath)
+		switch {
+		case err != nil:
+			return err
+		case stageCreds != nil:
+			r.volume.Credentials = stageCreds
+		case deferred:
+			return status.Errorf(codes.FailedPrecondition, "volume %q has auth=%s but neither NodeStage nor this publish brought a key: set nodePublishSecretRef (or nodeStageSecretRef) to a Secret with the key %q", r.volumeID, auth.ModeSecret, SecretKey)
+		}
 		if !d.volumeLocks.TryAcquire(r.volumeID) {
 			return status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", r.volumeID)
 		}
 		klog.InfoS("staged mount is "+state.String()+"; mounting it for this publish", "volume", r.volumeID, "staging", r.stagingPath)
-		err := d.mounter.EnsureMounted(ctx, r.stagingPath, r.volume)
+		err = d.mounter.EnsureMounted(ctx, r.stagingPath, r.volume)
 		d.volumeLocks.Release(r.volumeID)
 		if err != nil {
 			return fmt.Errorf("stage %q for this publish: %w", r.stagingPath, err)
@@ -148,16 +183,23 @@ func (d *Driver) publishStaged(ctx context.Context, r *publishRequest) error {
 	return d.mounter.Bind(r.stagingPath, r.targetPath, r.readOnly)
 }
 
-// publishInline mounts (or reuses) the one gcsfuse serving this bucket with
-// these options, then binds it into the target. The session lock covers both
-// steps so a concurrent unpublish cannot tear the session down in between.
-func (d *Driver) publishInline(ctx context.Context, r *publishRequest) error {
-	sum := sha256.Sum256([]byte(r.volume.Key()))
-	mp := filepath.Join(d.opts.StateDir, inlineDir, hex.EncodeToString(sum[:8]))
+// publishShared mounts (or reuses) the one gcsfuse serving this bucket with
+// these options and this identity, then binds it into the target: inline
+// volumes, and volumes whose credentials come with the publish. The session
+// lock covers both steps so a concurrent unpublish cannot tear the session
+// down in between.
+func (d *Driver) publishShared(ctx context.Context, r *publishRequest) error {
+	mp := d.sharedMountPoint(r.volume)
 	unlock := d.sessionLocks.Lock(mp)
 	defer unlock()
 	if err := d.mounter.EnsureMounted(ctx, mp, r.volume); err != nil {
 		return err
+	}
+	if r.volume.Credentials.Mode == auth.ModeWorkloadIdentity {
+		// kubelet republishes (requiresRepublish) with a renewed token.
+		if err := d.mounter.Refresh(ctx, mp, r.volume); err != nil {
+			return err
+		}
 	}
 	if err := d.mounter.Bind(mp, r.targetPath, r.readOnly); err != nil {
 		d.releaseSession(ctx, mp)

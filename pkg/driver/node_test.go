@@ -16,15 +16,16 @@ import (
 	"google.golang.org/grpc/status"
 	mount "k8s.io/mount-utils"
 
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/gcs"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter/fake"
 )
 
-type checkFunc func(ctx context.Context, bucket, dir string, anonymous bool) error
+type checkFunc func(ctx context.Context, bucket, dir string, c *auth.Credentials) error
 
-func (f checkFunc) Check(ctx context.Context, bucket, dir string, anonymous bool) error {
-	return f(ctx, bucket, dir, anonymous)
+func (f checkFunc) Check(ctx context.Context, bucket, dir string, c *auth.Credentials) error {
+	return f(ctx, bucket, dir, c)
 }
 
 type env struct {
@@ -39,8 +40,16 @@ type env struct {
 // newEnv returns a driver on a fresh FakeMounter and fake daemon.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{fm: mount.NewFakeMounter(nil), daemon: fake.NewDaemon(), dir: t.TempDir(), now: time.Now()}
+	e := newEnvAt(t, &env{fm: mount.NewFakeMounter(nil), daemon: fake.NewDaemon(), dir: t.TempDir(), now: time.Now()})
 	e.daemon.Now = func() time.Time { return e.now }
+	return e
+}
+
+// newEnvAt returns a new driver on prev's mount table, daemon and state
+// dir: the driver process restarted.
+func newEnvAt(t *testing.T, prev *env) *env {
+	t.Helper()
+	e := &env{fm: prev.fm, daemon: prev.daemon, dir: prev.dir, now: prev.now}
 	opts := Options{
 		Endpoint: "unix:///unused.sock", DriverName: DefaultDriverName, NodeID: "node-1",
 		StateDir: filepath.Join(e.dir, "state"), GCSFuseBinary: "gcsfuse", MaxRetryAttempts: 3, MountTimeout: 2 * time.Second,
@@ -49,7 +58,7 @@ func newEnv(t *testing.T) *env {
 		Mount:  e.fm,
 		FUSE:   &fake.FUSE{Mounter: e.fm},
 		Daemon: e.daemon,
-		Check:  checkFunc(func(context.Context, string, string, bool) error { return e.check }),
+		Check:  checkFunc(func(context.Context, string, string, *auth.Credentials) error { return e.check }),
 		Ready:  func() error { return nil },
 		Clock:  func() time.Time { return e.now },
 	})

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // DefaultDriverName is the CSI driver name. It lives under a domain the
@@ -42,6 +44,12 @@ type Options struct {
 	// MounterUID, when >= 0, owns the mounter socket's directory (created
 	// 0700), so an unprivileged mounter can create its socket there.
 	MounterUID int
+	// Workload Identity: where pod tokens are exchanged, for which pool
+	// provider, and which of kubelet's tokens (by audience) is used.
+	STSEndpoint   string
+	IAMEndpoint   string
+	WIProvider    string
+	TokenAudience string
 }
 
 // AddFlags registers the options on fs with their defaults.
@@ -61,6 +69,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", "", "the CSI socket's path on the host, as kubelet sees it (with --registration-dir)")
 	fs.StringVar(&o.MounterSocket, "mounter-socket", "", "unix socket of `gcsfuse-csi mounter`, which runs gcsfuse so mounts survive a driver restart (empty: gcsfuse runs in the driver process and dies with it)")
 	fs.IntVar(&o.MounterUID, "mounter-uid", -1, "uid that owns the mounter socket's directory, created 0700 (-1: leave it as it is)")
+	fs.StringVar(&o.STSEndpoint, "sts-endpoint", auth.DefaultSTSEndpoint, "Security Token Service where auth=workloadIdentity volumes exchange the pod's token")
+	fs.StringVar(&o.IAMEndpoint, "iam-credentials-endpoint", auth.DefaultIAMEndpoint, "IAM Credentials API base, for volumes that impersonate a googleServiceAccount")
+	fs.StringVar(&o.WIProvider, "workload-identity-provider", "", "default workload identity pool provider (STS audience) for auth=workloadIdentity volumes, e.g. //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER")
+	fs.StringVar(&o.TokenAudience, "token-audience", "", "audience of the kubelet token (CSIDriver tokenRequests) to exchange; empty: the only token kubelet sends")
 }
 
 var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
@@ -107,6 +119,14 @@ func (o *Options) Validate() error {
 	}
 	if o.MounterUID > 0 && o.MounterSocket == "" {
 		errs = append(errs, errors.New("--mounter-uid: only meaningful with --mounter-socket"))
+	}
+	for _, e := range []struct{ flag, value string }{{"sts-endpoint", o.STSEndpoint}, {"iam-credentials-endpoint", o.IAMEndpoint}} {
+		if e.value == "" {
+			continue // Google's
+		}
+		if u, err := url.Parse(e.value); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--%s=%q: want an http(s) URL", e.flag, e.value))
+		}
 	}
 	if o.MountTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--mount-timeout=%s: want a positive duration", o.MountTimeout))

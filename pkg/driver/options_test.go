@@ -26,6 +26,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{func(o *Options) { o.GCSFuseBinary = "" }, "--gcsfuse"},
 		{func(o *Options) { o.GCSEndpoint = "ftp://x" }, "--gcs-endpoint"},
 		{func(o *Options) { o.MaxRetryAttempts = 0 }, "--max-retry-attempts"},
+		{func(o *Options) { o.STSEndpoint = "sts.googleapis.com" }, "--sts-endpoint"},
+		{func(o *Options) { o.IAMEndpoint = "unix:///x" }, "--iam-credentials-endpoint"},
 		{func(o *Options) { o.MountTimeout = 0 }, "--mount-timeout"},
 		{func(o *Options) { o.RegistrationDir = "rel"; o.KubeletRegistrationPath = "/x.sock" }, "--registration-dir"},
 		{func(o *Options) { o.RegistrationDir = "/reg" }, "--kubelet-registration-path"},

@@ -18,6 +18,8 @@ type stageRequest struct {
 	volumeID    string
 	stagingPath string
 	volume      *mounter.Volume
+	attrs       map[string]string
+	secrets     map[string]string
 }
 
 // publishRequest is a validated NodePublishVolumeRequest.
@@ -30,6 +32,8 @@ type publishRequest struct {
 	// singleWriter: SINGLE_NODE_SINGLE_WRITER, published at one target only.
 	singleWriter bool
 	volume       *mounter.Volume
+	attrs        map[string]string
+	secrets      map[string]string
 }
 
 func invalid(format string, args ...any) error {
@@ -48,7 +52,7 @@ func parseStage(req *csi.NodeStageVolumeRequest) (*stageRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stageRequest{volumeID: req.GetVolumeId(), stagingPath: path, volume: v}, nil
+	return &stageRequest{volumeID: req.GetVolumeId(), stagingPath: path, volume: v, attrs: req.GetVolumeContext(), secrets: req.GetSecrets()}, nil
 }
 
 func parsePublish(req *csi.NodePublishVolumeRequest) (*publishRequest, error) {
@@ -59,7 +63,7 @@ func parsePublish(req *csi.NodePublishVolumeRequest) (*publishRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &publishRequest{volumeID: req.GetVolumeId(), targetPath: target, readOnly: req.GetReadonly()}
+	r := &publishRequest{volumeID: req.GetVolumeId(), targetPath: target, readOnly: req.GetReadonly(), attrs: req.GetVolumeContext(), secrets: req.GetSecrets()}
 	r.ephemeral = req.GetVolumeContext()[mounter.AttrEphemeral] == "true"
 	r.singleWriter = req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER
 	if !r.ephemeral {

@@ -20,6 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // Session is one gcsfuse process serving one FUSE connection.
@@ -30,6 +32,10 @@ type Session struct {
 	// FileCache asks for a --cache-dir. The daemon host picks where the
 	// session's temp dir and cache live: it owns and cleans them.
 	FileCache bool
+	// Credentials gcsfuse authenticates with. Unless anonymous, the daemon
+	// host serves their tokens to gcsfuse on a socket in the session's
+	// directory (--token-url); nil is the node's own credentials.
+	Credentials *auth.Credentials `json:"credentials,omitempty"`
 }
 
 // SessionStatus is what a Daemon knows about a session.
@@ -40,6 +46,9 @@ type SessionStatus struct {
 	Started time.Time
 	Exited  time.Time // zero while running
 	Running bool
+	// Identity is who the session authenticates as (auth.Credentials'
+	// Identity): never a secret.
+	Identity string
 	// Err says why an exited session stopped: its exit status and the last
 	// lines gcsfuse logged.
 	Err error
@@ -65,6 +74,9 @@ type Daemon interface {
 	// List reports every session the daemon hosts, running or exited and
 	// not yet stopped.
 	List(ctx context.Context) ([]SessionStatus, error)
+	// Refresh gives a running session fresh credentials of the same
+	// identity (a pod token kubelet renewed); its next token uses them.
+	Refresh(ctx context.Context, id string, c *auth.Credentials) error
 }
 
 // ErrUnknownSession is returned by Daemon.Status for ids it does not host.
@@ -86,13 +98,15 @@ type ProcessDaemon struct {
 }
 
 type proc struct {
-	cmd     *exec.Cmd
-	bucket  string
-	started time.Time
-	done    chan struct{} // closed when cmd.Wait returned
-	err     error         // Wait's result, valid after done
-	exited  time.Time     // valid after done
-	tail    *tail
+	cmd      *exec.Cmd
+	bucket   string
+	identity string
+	started  time.Time
+	done     chan struct{} // closed when cmd.Wait returned
+	err      error         // Wait's result, valid after done
+	exited   time.Time     // valid after done
+	tail     *tail
+	tokens   *tokenServer // nil for anonymous sessions
 }
 
 // NewProcessDaemon returns a Daemon running gcsfuse from binary, with
@@ -151,6 +165,20 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 		}
 		args = append(args, "--cache-dir="+filepath.Join(dir, "cache"))
 	}
+	var tokens *tokenServer
+	if !s.Credentials.Anonymous() {
+		creds := s.Credentials
+		if creds == nil {
+			creds = &auth.Credentials{Mode: auth.ModeNode}
+		}
+		sock := filepath.Join(dir, "token.sock")
+		var err error
+		if tokens, err = startTokenServer(sock, s.ID, creds); err != nil {
+			_ = os.RemoveAll(dir)
+			return fmt.Errorf("serve tokens to gcsfuse: %w", err)
+		}
+		args = append(args, "--token-url=unix://"+sock)
+	}
 	args = append(args, s.Bucket, "/dev/fd/3")
 	cmd := exec.Command(d.Binary, args...)
 	cmd.ExtraFiles = []*os.File{dev} // fd 3 in the child
@@ -161,14 +189,16 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		tokens.close()
 		return err
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := spawn(cmd); err != nil {
+		tokens.close()
 		_ = os.RemoveAll(dir)
 		return fmt.Errorf("start gcsfuse: %w", err)
 	}
-	p := &proc{cmd: cmd, bucket: s.Bucket, started: time.Now(), done: make(chan struct{}), tail: &tail{max: 8}}
+	p := &proc{cmd: cmd, bucket: s.Bucket, identity: s.Credentials.Identity(), started: time.Now(), done: make(chan struct{}), tail: &tail{max: 8}, tokens: tokens}
 	d.sessions[s.ID] = p
 	logf := d.Logf
 	if logf == nil {
@@ -178,13 +208,14 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 		p.tail.copyLines(out, func(line, sev string) { logf(s.ID, sev, line) })
 		p.err = cmd.Wait() // reaps: no zombies
 		p.exited = time.Now()
+		p.tokens.close()
 		if err := os.RemoveAll(dir); err != nil {
 			klog.ErrorS(err, "removing session dir", "session", s.ID)
 		}
 		close(p.done)
 		klog.V(2).InfoS("gcsfuse exited", "session", s.ID, "pid", cmd.Process.Pid, "status", errString(p.err))
 	}()
-	klog.V(2).InfoS("gcsfuse started", "session", s.ID, "bucket", s.Bucket, "pid", cmd.Process.Pid, "args", strings.Join(s.Args, " "))
+	klog.V(2).InfoS("gcsfuse started", "session", s.ID, "bucket", s.Bucket, "identity", s.Credentials, "pid", cmd.Process.Pid, "args", strings.Join(s.Args, " "))
 	return nil
 }
 
@@ -223,7 +254,7 @@ func spawn(cmd *exec.Cmd) error {
 }
 
 func (p *proc) status(id string) SessionStatus {
-	st := SessionStatus{ID: id, Bucket: p.bucket, PID: p.cmd.Process.Pid, Started: p.started, Running: true}
+	st := SessionStatus{ID: id, Bucket: p.bucket, Identity: p.identity, PID: p.cmd.Process.Pid, Started: p.started, Running: true}
 	select {
 	case <-p.done:
 		st.Running = false
@@ -243,6 +274,23 @@ func (d *ProcessDaemon) Status(_ context.Context, id string) (SessionStatus, err
 		return SessionStatus{}, ErrUnknownSession
 	}
 	return p.status(id), nil
+}
+
+// Refresh implements Daemon.
+func (d *ProcessDaemon) Refresh(_ context.Context, id string, c *auth.Credentials) error {
+	d.mu.Lock()
+	p, ok := d.sessions[id]
+	d.mu.Unlock()
+	if !ok {
+		return ErrUnknownSession
+	}
+	if p.tokens == nil {
+		if c.Anonymous() {
+			return nil
+		}
+		return fmt.Errorf("session %s is anonymous; it cannot take %s", id, c)
+	}
+	return p.tokens.update(c)
 }
 
 // List implements Daemon.

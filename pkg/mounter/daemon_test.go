@@ -81,7 +81,8 @@ func TestProcessDaemonPassesFdAndArgs(t *testing.T) {
 	}
 	waitExited(t, d, "s")
 	got, _ := os.ReadFile(out)
-	if want := "--foreground --log-format=text --uid=7 --temp-dir=" + filepath.Join(d.WorkDir, "s", "tmp") + " b /dev/fd/3\nfd3\n"; string(got) != want {
+	// No credentials given: the node's, served on the session's socket.
+	if want := "--foreground --log-format=text --uid=7 --temp-dir=" + filepath.Join(d.WorkDir, "s", "tmp") + " --token-url=unix://" + filepath.Join(d.WorkDir, "s", "token.sock") + " b /dev/fd/3\nfd3\n"; string(got) != want {
 		t.Errorf("gcsfuse saw %q, want %q", got, want)
 	}
 }

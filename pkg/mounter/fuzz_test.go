@@ -360,7 +360,7 @@ func FuzzHostRequest(f *testing.F) {
 			t.Fatalf("list after %q: %q", req, b)
 		}
 		// Nothing is created outside WorkDir, and inside it only a
-		// directory per session (with tmp and cache).
+		// directory per session (with tmp, cache and the token socket).
 		for _, p := range tree(t, h.root) {
 			switch p {
 			case ".", "a", "a/b", "a/b/m.sock", "a/b/work":
@@ -368,7 +368,7 @@ func FuzzHostRequest(f *testing.F) {
 			}
 			rel, err := filepath.Rel(filepath.Join(h.root, "a/b/work"), filepath.Join(h.root, p))
 			parts := strings.Split(rel, "/")
-			if err != nil || !sessionIDRE.MatchString(parts[0]) || len(parts) > 2 || len(parts) == 2 && parts[1] != "tmp" && parts[1] != "cache" {
+			if err != nil || !sessionIDRE.MatchString(parts[0]) || len(parts) > 2 || len(parts) == 2 && parts[1] != "tmp" && parts[1] != "cache" && parts[1] != "token.sock" {
 				t.Fatalf("after %q: %s exists", req, p)
 			}
 		}

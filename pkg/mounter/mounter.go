@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // Errors the driver maps to gRPC codes.
@@ -34,16 +36,15 @@ var (
 )
 
 // BucketChecker verifies a bucket (and directory) can be listed with the
-// volume's credentials before a mount is made for it.
+// volume's credentials before a mount is made for it (nil: the node's).
 type BucketChecker interface {
-	Check(ctx context.Context, bucket, dir string, anonymous bool) error
+	Check(ctx context.Context, bucket, dir string, c *auth.Credentials) error
 }
 
 // Config holds the driver-wide gcsfuse settings no volume may change.
 type Config struct {
 	StateDir         string           // driver-owned: inline mounts, caches, temp files
 	Endpoint         string           // custom GCS JSON API endpoint; "" is Google's
-	Anonymous        bool             // anonymous access unless a volume says otherwise
 	MaxRetryAttempts int              // default bound on GCS retries
 	AtomicRename     bool             // false for emulators without the moveObject API
 	MountTimeout     time.Duration    // gcsfuse start-up budget
@@ -176,7 +177,7 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 	}
 	if m.check != nil && !v.SkipAccessCheck {
 		dir, _ := v.Flag("only-dir")
-		if err := m.check.Check(ctx, v.Bucket, dir, m.anonymous(v)); err != nil {
+		if err := m.check.Check(ctx, v.Bucket, dir, v.Credentials); err != nil {
 			return err
 		}
 	}
@@ -211,11 +212,15 @@ func (m *Mounter) noteDeath(ctx context.Context, mp mount.MountPoint) {
 	}
 }
 
-func (m *Mounter) anonymous(v *Volume) bool {
-	if s, ok := v.Flag("anonymous-access"); ok {
-		return s == "true"
+// Refresh hands the session mounted at mountpoint the volume's current
+// credentials: kubelet renews a pod's token and republishes.
+func (m *Mounter) Refresh(ctx context.Context, mountpoint string, v *Volume) error {
+	sid := SessionID(mountpoint, v)
+	if err := m.daemon.Refresh(ctx, sid, v.Credentials); err != nil {
+		return fmt.Errorf("refresh the credentials of session %s: %w", sid, err)
 	}
-	return m.cfg.Anonymous
+	klog.V(4).InfoS("refreshed session credentials", "session", sid, "identity", v.Credentials)
+	return nil
 }
 
 func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *Volume) error {
@@ -227,7 +232,7 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 	if err != nil {
 		return err
 	}
-	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v), FileCache: fileCache(v)}
+	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v), FileCache: fileCache(v), Credentials: v.Credentials}
 	if err := m.daemon.Start(ctx, s, dev); err != nil {
 		m.abandon(mountpoint, sid)
 		return err
@@ -236,7 +241,7 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 		m.abandon(mountpoint, sid)
 		return err
 	}
-	klog.V(2).InfoS("mounted", "bucket", v.Bucket, "path", mountpoint, "session", sid, "duration", time.Since(start))
+	klog.V(2).InfoS("mounted", "bucket", v.Bucket, "path", mountpoint, "session", sid, "identity", v.Credentials, "duration", time.Since(start))
 	return nil
 }
 
@@ -293,7 +298,7 @@ func (m *Mounter) sessionArgs(v *Volume) []string {
 	set("uid", "0") // explicit: ownership must not depend on who runs gcsfuse
 	set("gid", "0")
 	set("max-retry-attempts", strconv.Itoa(m.cfg.MaxRetryAttempts))
-	if m.cfg.Anonymous {
+	if v.Credentials.Anonymous() {
 		set("anonymous-access", "true")
 	}
 	if m.cfg.Endpoint != "" {

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // The mounter protocol: one request per connection on a unix stream socket.
@@ -25,7 +27,7 @@ import (
 const maxMessage = 4 << 20
 
 type wireRequest struct {
-	Op      string   `json:"op"` // start, status, stop, list
+	Op      string   `json:"op"` // start, status, stop, list, refresh
 	Session *Session `json:"session,omitempty"`
 	ID      string   `json:"id,omitempty"`
 	// StopTimeoutMS is how long stop waits for gcsfuse to exit by itself.
@@ -45,11 +47,13 @@ type wireStatus struct {
 	Started time.Time `json:"started"`
 	Exited  time.Time `json:"exited"`
 	Running bool      `json:"running"`
-	Err     string    `json:"err,omitempty"`
+	// Identity is who the session authenticates as: never a secret.
+	Identity string `json:"identity,omitempty"`
+	Err      string `json:"err,omitempty"`
 }
 
 func toWire(s SessionStatus) wireStatus {
-	w := wireStatus{ID: s.ID, Bucket: s.Bucket, PID: s.PID, Started: s.Started, Exited: s.Exited, Running: s.Running}
+	w := wireStatus{ID: s.ID, Bucket: s.Bucket, PID: s.PID, Started: s.Started, Exited: s.Exited, Running: s.Running, Identity: s.Identity}
 	if s.Err != nil {
 		w.Err = s.Err.Error()
 	}
@@ -57,7 +61,7 @@ func toWire(s SessionStatus) wireStatus {
 }
 
 func fromWire(w wireStatus) SessionStatus {
-	s := SessionStatus{ID: w.ID, Bucket: w.Bucket, PID: w.PID, Started: w.Started, Exited: w.Exited, Running: w.Running}
+	s := SessionStatus{ID: w.ID, Bucket: w.Bucket, PID: w.PID, Started: w.Started, Exited: w.Exited, Running: w.Running, Identity: w.Identity}
 	if w.Err != "" {
 		s.Err = errors.New(w.Err)
 	}
@@ -114,6 +118,12 @@ func (r *RemoteDaemon) Stop(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait+10*time.Second)
 	defer cancel()
 	_, err := r.call(ctx, wireRequest{Op: "stop", ID: id, StopTimeoutMS: wait.Milliseconds()}, nil)
+	return err
+}
+
+// Refresh implements Daemon.
+func (r *RemoteDaemon) Refresh(ctx context.Context, id string, c *auth.Credentials) error {
+	_, err := r.call(ctx, wireRequest{Op: "refresh", Session: &Session{ID: id, Credentials: c}}, nil)
 	return err
 }
 
@@ -284,6 +294,18 @@ func (h *Host) answer(c *net.UnixConn, allowed func(uint32) bool) wireResponse {
 			return wireResponse{Error: err.Error()}
 		}
 		return wireResponse{}
+	case "refresh":
+		if req.Session == nil || req.Session.Credentials == nil {
+			return wireResponse{Error: "refresh needs a session id and credentials"}
+		}
+		err := h.Daemon.Refresh(ctx, req.Session.ID, req.Session.Credentials)
+		if errors.Is(err, ErrUnknownSession) {
+			return wireResponse{Unknown: true}
+		}
+		if err != nil {
+			return wireResponse{Error: err.Error()}
+		}
+		return wireResponse{}
 	case "list":
 		list, _ := h.Daemon.List(ctx)
 		out := make([]wireStatus, 0, len(list))
@@ -292,7 +314,7 @@ func (h *Host) answer(c *net.UnixConn, allowed func(uint32) bool) wireResponse {
 		}
 		return wireResponse{Sessions: out}
 	default:
-		return wireResponse{Error: fmt.Sprintf("unknown op %q: want start, status, stop or list", req.Op)}
+		return wireResponse{Error: fmt.Sprintf("unknown op %q: want start, status, stop, list or refresh", req.Op)}
 	}
 }
 

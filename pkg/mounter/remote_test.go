@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // startHost serves a ProcessDaemon running bin on a socket in a temp dir.
@@ -45,7 +47,8 @@ func TestRemoteDaemonPassesTheFd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := rd.Start(ctx, Session{ID: "s1", Bucket: "bkt", Args: []string{"--implicit-dirs"}, FileCache: true}, r); err != nil {
+	anon := &auth.Credentials{Mode: auth.ModeAnonymous}
+	if err := rd.Start(ctx, Session{ID: "s1", Bucket: "bkt", Args: []string{"--implicit-dirs"}, FileCache: true, Credentials: anon}, r); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Close(); err == nil {
@@ -60,12 +63,13 @@ func TestRemoteDaemonPassesTheFd(t *testing.T) {
 		}
 	}
 	work := filepath.Join(pd.WorkDir, "s1")
+	// Anonymous: no token socket.
 	want := "through the socket\n--foreground --log-format=text --implicit-dirs --temp-dir=" + work + "/tmp --cache-dir=" + work + "/cache bkt /dev/fd/3\n"
 	if string(got) != want {
 		t.Errorf("gcsfuse got %q, want %q", got, want)
 	}
 	st, err := rd.Status(ctx, "s1")
-	if err != nil || !st.Running || st.PID == 0 || st.Bucket != "bkt" {
+	if err != nil || !st.Running || st.PID == 0 || st.Bucket != "bkt" || st.Identity != "anonymous" {
 		t.Errorf("Status = %+v, %v; want running with a pid", st, err)
 	}
 	list, err := rd.List(ctx)

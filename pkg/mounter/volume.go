@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 )
 
 // Volume is what one gcsfuse mount serves: a bucket (or one directory of it)
@@ -27,6 +29,19 @@ type Volume struct {
 	kernel map[string]bool
 	// SkipAccessCheck turns off the bucket check done before mounting.
 	SkipAccessCheck bool
+	// Auth is what the volume attributes say about credentials; the driver
+	// resolves it, with the request's secrets and tokens, into Credentials.
+	Auth AuthAttributes
+	// Credentials gcsfuse and the bucket check use; nil: the node's. They
+	// are not part of Key: who may share a session is the caller's choice.
+	Credentials *auth.Credentials
+}
+
+// AuthAttributes are the credential settings of a volume's attributes.
+type AuthAttributes struct {
+	Mode           auth.Mode // "" unless the auth attribute is set
+	ServiceAccount string    // Google service account to impersonate
+	Provider       string    // workload identity pool provider (STS audience)
 }
 
 // NewVolume returns a Volume for bucket, which must be a valid bucket name.
@@ -132,7 +147,16 @@ const (
 	AttrBucketName      = "bucketName"
 	AttrMountOptions    = "mountOptions"
 	AttrSkipAccessCheck = "skipBucketAccessCheck"
+	AttrAuth            = "auth"
+	AttrServiceAccount  = "googleServiceAccount"
+	AttrProvider        = "workloadIdentityProvider"
 	AttrEphemeral       = "csi.storage.k8s.io/ephemeral"
+	AttrTokens          = "csi.storage.k8s.io/serviceAccount.tokens"
+)
+
+var (
+	serviceAccountRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._+-]{0,99}@[a-z0-9][a-z0-9.-]{0,149}$`)
+	providerRE       = regexp.MustCompile(`^//[a-z0-9.-]+/[A-Za-z0-9._~:/@-]{1,400}$|^[A-Za-z0-9._~:/@-]{1,400}$`)
 )
 
 // SetAttribute applies one volume_context entry. Unknown names are rejected.
@@ -157,6 +181,24 @@ func (v *Volume) SetAttribute(name, value string) error {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 		v.SkipAccessCheck = b
+		return nil
+	case name == AttrAuth:
+		if !slices.Contains(auth.Modes, auth.Mode(value)) {
+			return fmt.Errorf("%s=%q: want one of %s", field, value, joinModes())
+		}
+		v.Auth.Mode = auth.Mode(value)
+		return nil
+	case name == AttrServiceAccount:
+		if !serviceAccountRE.MatchString(value) {
+			return fmt.Errorf("%s=%q: want a service account email (NAME@PROJECT.iam.gserviceaccount.com)", field, value)
+		}
+		v.Auth.ServiceAccount = value
+		return nil
+	case name == AttrProvider:
+		if !providerRE.MatchString(value) {
+			return fmt.Errorf("%s=%q: want a workload identity pool provider, e.g. //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER", field, value)
+		}
+		v.Auth.Provider = value
 		return nil
 	case slices.Contains(internalAttributes, name):
 		return nil
@@ -433,9 +475,17 @@ func SessionID(mountpoint string, v *Volume) string {
 	return hex.EncodeToString(h[:8])
 }
 
+func joinModes() string {
+	s := make([]string, len(auth.Modes))
+	for i, m := range auth.Modes {
+		s[i] = string(m)
+	}
+	return strings.Join(s, ", ")
+}
+
 // AttributeNames lists every volume attribute a user may set.
 func AttributeNames() []string {
-	names := []string{AttrBucketName, AttrMountOptions, AttrSkipAccessCheck}
+	names := []string{AttrBucketName, AttrMountOptions, AttrSkipAccessCheck, AttrAuth, AttrServiceAccount, AttrProvider}
 	for _, s := range allowList {
 		if s.attr != "" {
 			names = append(names, s.attr)

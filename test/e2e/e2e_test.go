@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -674,6 +675,20 @@ func binaries(t *testing.T) (driver, gcsfuse string) {
 // directory.
 func newEnv(t *testing.T, extra ...fakestorage.Object) *env {
 	t.Helper()
+	return newEnvWith(t, envConfig{anonymous: true}, extra...)
+}
+
+// envConfig varies newEnvWith's setup.
+type envConfig struct {
+	anonymous  bool                            // start the driver with --anonymous
+	front      func(http.Handler) http.Handler // wraps fake-gcs-server's handler (an auth-checking front)
+	driverArgs []string                        // more driver flags
+	setup      func(t *testing.T, dir string)  // runs before the mounter and driver start
+}
+
+// newEnvWith is newEnv with cfg's changes.
+func newEnvWith(t *testing.T, cfg envConfig, extra ...fakestorage.Object) *env {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("e2e needs root: the driver mounts FUSE filesystems and bind mounts")
 	}
@@ -709,8 +724,16 @@ func newEnv(t *testing.T, extra ...fakestorage.Object) *env {
 	for name, content := range fixture {
 		objects = append(objects, harness.Object(bucket, name, content))
 	}
-	if e.gcs, err = harness.StartFakeGCS(objects); err != nil {
+	if cfg.front != nil {
+		e.gcs, err = harness.StartFakeGCSWrapped(objects, cfg.front)
+	} else {
+		e.gcs, err = harness.StartFakeGCS(objects)
+	}
+	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.setup != nil {
+		cfg.setup(t, dir)
 	}
 	t.Cleanup(e.gcs.Stop)
 
@@ -726,10 +749,13 @@ func newEnv(t *testing.T, extra ...fakestorage.Object) *env {
 			t.Logf("mounter log (%s), last lines:\n%s", e.mounterLog, tailFile(e.mounterLog, 80))
 		}
 	})
-	e.drv, err = harness.StartDriver(bin, filepath.Join(dir, "csi.sock"), e.log,
-		"--gcsfuse="+gcsfuse, "--gcs-endpoint="+e.gcs.Endpoint, "--anonymous", "--atomic-rename=false",
-		"--state-dir="+e.state, "--node-id=n1", "-v=4",
-		"--mounter-socket="+e.socket, fmt.Sprintf("--mounter-uid=%d", nobody))
+	args := []string{"--gcsfuse=" + gcsfuse, "--gcs-endpoint=" + e.gcs.Endpoint, "--atomic-rename=false",
+		"--state-dir=" + e.state, "--node-id=n1", "-v=4",
+		"--mounter-socket=" + e.socket, fmt.Sprintf("--mounter-uid=%d", nobody)}
+	if cfg.anonymous {
+		args = append(args, "--anonymous")
+	}
+	e.drv, err = harness.StartDriver(bin, filepath.Join(dir, "csi.sock"), e.log, append(args, cfg.driverArgs...)...)
 	if err != nil {
 		t.Logf("driver log (%s), last lines:\n%s", e.log, tailFile(e.log, 40))
 		t.Fatal(err)

@@ -22,7 +22,6 @@ import (
 	"cloud.google.com/go/storage"
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/fsouza/fake-gcs-server/fakestorage"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -42,30 +41,7 @@ type FakeGCS struct {
 // StartFakeGCS serves a fake GCS holding objects (and their buckets) on
 // 127.0.0.1 at a free port. Stop it with Stop.
 func StartFakeGCS(objects []fakestorage.Object) (*FakeGCS, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	hostPort := lis.Addr().String()
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
-		InitialObjects: objects,
-		Scheme:         "http",
-		NoListener:     true,
-		PublicHost:     hostPort, // must equal what gcsfuse dials
-		ExternalURL:    "http://" + hostPort,
-	})
-	if err != nil {
-		lis.Close()
-		return nil, err
-	}
-	f := &FakeGCS{Server: srv, Endpoint: "http://" + hostPort + "/storage/v1/", http: &http.Server{Handler: srv.HTTPHandler()}}
-	go f.http.Serve(lis)
-	f.Client, err = storage.NewClient(context.Background(), option.WithEndpoint(f.Endpoint), option.WithoutAuthentication())
-	if err != nil {
-		f.Stop()
-		return nil, err
-	}
-	return f, nil
+	return StartFakeGCSWrapped(objects, nil)
 }
 
 // Stop closes the listener and the server.

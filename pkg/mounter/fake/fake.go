@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 	mount "k8s.io/mount-utils"
 )
@@ -42,6 +43,8 @@ type Daemon struct {
 	Dead    map[string]error // sessions that exited, with their error
 	Starts  int
 	Stops   int
+	// Refreshes counts Refresh calls per session.
+	Refreshes map[string]int
 	// ExitOnStart, when set, makes every started session exit at once with
 	// this error, as a gcsfuse that cannot start does.
 	ExitOnStart error
@@ -56,7 +59,7 @@ type Daemon struct {
 
 // NewDaemon returns an empty fake Daemon.
 func NewDaemon() *Daemon {
-	return &Daemon{Running: map[string]mounter.Session{}, Dead: map[string]error{},
+	return &Daemon{Running: map[string]mounter.Session{}, Dead: map[string]error{}, Refreshes: map[string]int{},
 		started: map[string]time.Time{}, exited: map[string]time.Time{}}
 }
 
@@ -95,7 +98,7 @@ func (d *Daemon) status(id string) (mounter.SessionStatus, error) {
 		return mounter.SessionStatus{ID: id, Err: err, Started: d.started[id], Exited: d.exited[id]}, nil
 	}
 	if s, ok := d.Running[id]; ok {
-		return mounter.SessionStatus{ID: id, Bucket: s.Bucket, Running: true, Started: d.started[id]}, nil
+		return mounter.SessionStatus{ID: id, Bucket: s.Bucket, Identity: s.Credentials.Identity(), Running: true, Started: d.started[id]}, nil
 	}
 	return mounter.SessionStatus{}, mounter.ErrUnknownSession
 }
@@ -130,6 +133,24 @@ func (d *Daemon) Stop(_ context.Context, id string) error {
 	}
 	delete(d.Running, id)
 	delete(d.Dead, id)
+	return nil
+}
+
+// Refresh implements mounter.Daemon: it replaces a running session's
+// credentials.
+func (d *Daemon) Refresh(_ context.Context, id string, c *auth.Credentials) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Unreachable != nil {
+		return d.Unreachable
+	}
+	s, ok := d.Running[id]
+	if !ok {
+		return mounter.ErrUnknownSession
+	}
+	s.Credentials = c
+	d.Running[id] = s
+	d.Refreshes[id]++
 	return nil
 }
 
