@@ -112,5 +112,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePublish$$' -fuzztime $(FUZZTIME) ./pkg/driver
 	$(GO) test -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime $(FUZZTIME) ./pkg/driver
 	$(GO) test -run '^$$' -fuzz '^FuzzVolumeCondition$$' -fuzztime $(FUZZTIME) ./pkg/driver
+	$(GO) test -run '^$$' -fuzz '^FuzzResolveCredentials$$' -fuzztime $(FUZZTIME) ./pkg/driver
 	$(GO) test -run '^$$' -fuzz '^FuzzVolumeSetters$$' -fuzztime $(FUZZTIME) ./pkg/mounter
 	$(GO) test -run '^$$' -fuzz '^FuzzHostRequest$$' -fuzztime $(FUZZTIME) ./pkg/mounter

@@ -96,7 +96,7 @@ func (d *Driver) resolveCredentials(v *mounter.Volume, secrets, attrs map[string
 			creds.Provider = d.opts.WIProvider
 		}
 		if creds.Provider == "" {
-			return nil, false, invalid("auth=%s needs a workload identity pool provider: set volume_context.%s or the driver flag --workload-identity-provider", mode, mounter.AttrProvider)
+			return nil, false, invalid("volume_context.%s is required with auth=%s (or set the driver flag --workload-identity-provider): the workload identity pool provider to exchange the pod's token at", mounter.AttrProvider, mode)
 		}
 		creds.ServiceAccount = v.Auth.ServiceAccount
 		creds.STSEndpoint, creds.IAMEndpoint = d.opts.STSEndpoint, d.opts.IAMEndpoint
@@ -108,7 +108,7 @@ func (d *Driver) resolveCredentials(v *mounter.Volume, secrets, attrs map[string
 // passes in volume_context (CSIDriver tokenRequests): a JSON object from
 // audience to {token, expirationTimestamp}.
 func (d *Driver) podToken(creds *auth.Credentials, raw string) error {
-	field := "volume_context[" + mounter.AttrTokens + "]"
+	field := "volume_context." + mounter.AttrTokens
 	if raw == "" {
 		return invalid("%s is missing: auth=%s needs the pod's service-account token; the CSIDriver object must list tokenRequests (the chart sets them with workloadIdentity.enabled=true) and have podInfoOnMount", field, auth.ModeWorkloadIdentity)
 	}

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"fmt"
 	"maps"
 	"path"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 )
 
@@ -64,7 +66,10 @@ func checkInvalid(t *testing.T, err error, attrs map[string]string, ephemeral bo
 		t.Fatalf("error %v: want InvalidArgument", err)
 	}
 	msg := st.Message()
-	for _, field := range []string{"volume_id", "staging_target_path", "target_path", "volume_capability"} {
+	// Fields a request may lack: its secrets, and what kubelet or the
+	// driver's flags would fill in.
+	for _, field := range []string{"volume_id", "staging_target_path", "target_path", "volume_capability", "secrets",
+		"volume_context." + mounter.AttrTokens, "volume_context." + mounter.AttrProvider} {
 		if strings.HasPrefix(msg, field) {
 			return
 		}
@@ -248,6 +253,85 @@ func FuzzParsePublish(f *testing.F) {
 			t.Fatalf("access mode %d: singleWriter %t", mode, r.singleWriter)
 		}
 		checkVolume(t, r.volume, volumeID, attrs, mode, ephemeral)
+	})
+}
+
+// FuzzResolveCredentials feeds the credential inputs of a request:
+// attributes, a secret and kubelet's token attribute. Whatever they are, the
+// answer is credentials that match them or an InvalidArgument that names
+// the field, and no error or formatted credentials show a secret.
+func FuzzResolveCredentials(f *testing.F) {
+	key := testKey("a@p.iam.gserviceaccount.com")
+	tok := ksaToken("ns", "app", "1")
+	for _, s := range []struct {
+		ctx, secretName, secret, tokens string
+		publish, anonDefault            bool
+	}{
+		{"", "", "", "", true, false},
+		{"auth=anonymous", "", "", "", false, false},
+		{"anonymousAccess=false", "", "", "", true, true},
+		{"", "key.json", key, "", false, false},
+		{"auth=node", "key.json", key, "", true, false},
+		{"", "key.json", "hunter2-hunter2", "", true, false},
+		{"", "creds", key, "", true, false},
+		{"auth=secret", "", "", "", false, false},
+		{"auth=workloadIdentity", "", "", tokensAttr("aud", tok), true, false},
+		{"auth=workloadIdentity\ngoogleServiceAccount=g@p.iam.gserviceaccount.com", "", "", tokensAttr("aud", tok), true, false},
+		{"auth=workloadIdentity", "", "", `{"a":{"token":"hunter2-hunter2"},"b":{}}`, true, false},
+		{"auth=workloadIdentity", "", "", `hunter2-hunter2`, true, false},
+		{"auth=workloadIdentity", "", "", "", true, false},
+		{"auth=magic", "", "", "", true, false},
+	} {
+		f.Add(s.ctx, s.secretName, s.secret, s.tokens, s.publish, s.anonDefault)
+	}
+	d := &Driver{opts: Options{WIProvider: "projects/1/providers/k"}}
+	f.Fuzz(func(t *testing.T, ctx, secretName, secret, tokens string, publish, anonDefault bool) {
+		attrs := fuzzContext(ctx)
+		if tokens != "" {
+			if attrs == nil {
+				attrs = map[string]string{}
+			}
+			attrs[mounter.AttrTokens] = tokens
+		}
+		var secrets map[string]string
+		if secretName != "" {
+			secrets = map[string]string{secretName: secret}
+		}
+		v, err := parseVolume("bkt", attrs, capability(), false)
+		if err != nil {
+			return // FuzzParseStage covers attribute errors
+		}
+		d.opts.Anonymous = anonDefault
+		creds, deferred, err := d.resolveCredentials(v, secrets, attrs, publish)
+		leaks := func(s string) bool {
+			return (len(secret) >= 8 && strings.Contains(s, secret)) || (len(tokens) >= 8 && strings.Contains(s, tokens)) ||
+				strings.Contains(s, "hunter2")
+		}
+		if err != nil {
+			checkInvalid(t, err, attrs, false)
+			if leaks(err.Error()) && !strings.Contains(ctx, "hunter2") && !strings.Contains(secretName, "hunter2") {
+				t.Fatalf("error shows a secret: %v", err)
+			}
+			return
+		}
+		if deferred {
+			if creds != nil || publish && !(v.Auth.Mode == auth.ModeSecret && len(secrets) == 0) {
+				t.Fatalf("deferred %v with credentials %v (publish %t)", deferred, creds, publish)
+			}
+			return
+		}
+		if !slices.Contains(auth.Modes, creds.Mode) {
+			t.Fatalf("mode %q", creds.Mode)
+		}
+		if len(secrets) > 0 && (creds.Mode != auth.ModeSecret || string(creds.Key) != secret) {
+			t.Fatalf("a secret was given but the credentials are %v", creds)
+		}
+		if creds.Mode == auth.ModeWorkloadIdentity && (creds.Token == "" || creds.Provider == "") {
+			t.Fatalf("workload identity without a token or provider: %v", creds)
+		}
+		if s := fmt.Sprintf("%v %+v %#v", creds, creds, creds); leaks(s) && !strings.Contains(ctx, "hunter2") {
+			t.Fatalf("formatted credentials show a secret: %s", s)
+		}
 	})
 }
 
