@@ -457,6 +457,215 @@ mounter:
 				}
 			},
 		},
+		{
+			name: "workload identity, every setting",
+			values: `
+workloadIdentity:
+  enabled: true
+  audience: https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s
+  expirationSeconds: 7200
+  provider: //iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s
+  stsEndpoint: http://fake-gcp.test:8080/v1/token
+  iamCredentialsEndpoint: http://fake-gcp.test:8080
+`,
+			check: func(t *testing.T, m *manifest) {
+				d := only[*storagev1.CSIDriver](t, m, "storage.k8s.io/v1/CSIDriver")
+				if len(d.Spec.TokenRequests) != 1 {
+					t.Fatalf("tokenRequests %s, want one", jsonOf(d.Spec.TokenRequests))
+				}
+				tr := d.Spec.TokenRequests[0]
+				if tr.Audience != "https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s" ||
+					tr.ExpirationSeconds == nil || *tr.ExpirationSeconds != 7200 {
+					t.Errorf("tokenRequests[0] %s", jsonOf(tr))
+				}
+				if d.Spec.RequiresRepublish == nil || !*d.Spec.RequiresRepublish {
+					t.Errorf("requiresRepublish %v, want true", d.Spec.RequiresRepublish)
+				}
+				if d.Spec.PodInfoOnMount == nil || !*d.Spec.PodInfoOnMount {
+					t.Error("podInfoOnMount off")
+				}
+				if notes := m.files["gcsfuse-csi/templates/NOTES.txt"]; !strings.Contains(notes, "auth=workloadIdentity") || !strings.Contains(notes, "republishes") {
+					t.Errorf("NOTES.txt does not mention Workload Identity and the republishes:\n%s", notes)
+				}
+				ds := nodeDaemonSet(t, m)
+				c := container(t, &ds.Spec.Template.Spec, driverContainer)
+				for _, want := range []string{
+					"--token-audience=https://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s",
+					"--workload-identity-provider=//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s",
+					"--sts-endpoint=http://fake-gcp.test:8080/v1/token",
+					"--iam-credentials-endpoint=http://fake-gcp.test:8080",
+				} {
+					if !slices.Contains(c.Args, want) {
+						t.Errorf("driver args %q lack %q", c.Args, want)
+					}
+				}
+				opts, _, err := driverFlags(c.Args)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if opts.STSEndpoint != "http://fake-gcp.test:8080/v1/token" || opts.IAMEndpoint != "http://fake-gcp.test:8080" {
+					t.Errorf("driver --sts-endpoint=%q --iam-credentials-endpoint=%q", opts.STSEndpoint, opts.IAMEndpoint)
+				}
+				// Nothing of it reaches the mounter: the driver exchanges
+				// the tokens and hands it credentials.
+				md := daemonSet(t, m, "mounter")
+				if md == nil {
+					t.Fatal("no mounter DaemonSet")
+				}
+				for _, a := range container(t, &md.Spec.Template.Spec, mounterContainer).Args {
+					if strings.Contains(a, "token") || strings.Contains(a, "identity") {
+						t.Errorf("mounter arg %q", a)
+					}
+				}
+			},
+		},
+		{
+			name: "workload identity, audience only",
+			values: `
+workloadIdentity: {enabled: true, audience: gcsfuse-csi}
+`,
+			check: func(t *testing.T, m *manifest) {
+				d := only[*storagev1.CSIDriver](t, m, "storage.k8s.io/v1/CSIDriver")
+				if len(d.Spec.TokenRequests) != 1 || d.Spec.TokenRequests[0].Audience != "gcsfuse-csi" ||
+					d.Spec.TokenRequests[0].ExpirationSeconds == nil || *d.Spec.TokenRequests[0].ExpirationSeconds != 3600 {
+					t.Errorf("tokenRequests %s, want audience gcsfuse-csi for 3600 s", jsonOf(d.Spec.TokenRequests))
+				}
+				if d.Spec.RequiresRepublish == nil || !*d.Spec.RequiresRepublish {
+					t.Errorf("requiresRepublish %v, want true", d.Spec.RequiresRepublish)
+				}
+				ds := nodeDaemonSet(t, m)
+				c := container(t, &ds.Spec.Template.Spec, driverContainer)
+				if !slices.Contains(c.Args, "--token-audience=gcsfuse-csi") {
+					t.Errorf("driver args %q lack --token-audience=gcsfuse-csi", c.Args)
+				}
+				// Empty values leave the driver's defaults: no flag at all.
+				for _, flag := range []string{"workload-identity-provider", "sts-endpoint", "iam-credentials-endpoint"} {
+					if v, ok := argValue(c.Args, flag); ok {
+						t.Errorf("driver --%s=%q from an empty value", flag, v)
+					}
+				}
+			},
+		},
+		{
+			name: "workload identity settings while disabled",
+			values: `
+workloadIdentity:
+  enabled: false
+  audience: gcsfuse-csi
+  provider: //iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s
+  stsEndpoint: http://fake-gcp.test:8080/v1/token
+`,
+			check: func(t *testing.T, m *manifest) {
+				d := only[*storagev1.CSIDriver](t, m, "storage.k8s.io/v1/CSIDriver")
+				if len(d.Spec.TokenRequests) != 0 || d.Spec.RequiresRepublish != nil {
+					t.Errorf("tokenRequests %s requiresRepublish %s with workloadIdentity.enabled=false", jsonOf(d.Spec.TokenRequests), jsonOf(d.Spec.RequiresRepublish))
+				}
+				if text := m.files["gcsfuse-csi/templates/csidriver.yaml"]; strings.Contains(text, "requiresRepublish:") || strings.Contains(text, "tokenRequests:") {
+					t.Errorf("csidriver.yaml sets tokenRequests or requiresRepublish:\n%s", text)
+				}
+				ds := nodeDaemonSet(t, m)
+				for _, a := range container(t, &ds.Spec.Template.Spec, driverContainer).Args {
+					for _, flag := range []string{"--token-audience", "--workload-identity-provider", "--sts-endpoint", "--iam-credentials-endpoint"} {
+						if strings.HasPrefix(a, flag) {
+							t.Errorf("driver arg %q with workloadIdentity.enabled=false", a)
+						}
+					}
+				}
+			},
+		},
+		{
+			name: "node credentials from a Secret",
+			values: `
+driver:
+  nodeCredentials: {secretName: gcs-key}
+mounter: {uid: 1001}
+`,
+			check: func(t *testing.T, m *manifest) {
+				const keyFile = "/etc/gcsfuse-csi/node-credentials/key.json"
+				md := daemonSet(t, m, "mounter")
+				if md == nil {
+					t.Fatal("no mounter DaemonSet")
+				}
+				ds := nodeDaemonSet(t, m)
+				for _, p := range []struct {
+					spec *corev1.PodSpec
+					c    string
+				}{{&ds.Spec.Template.Spec, driverContainer}, {&md.Spec.Template.Spec, mounterContainer}} {
+					c := container(t, p.spec, p.c)
+					var env string
+					for _, e := range c.Env {
+						if e.Name == "GOOGLE_APPLICATION_CREDENTIALS" {
+							env = e.Value
+						}
+					}
+					if env != keyFile {
+						t.Errorf("%s: GOOGLE_APPLICATION_CREDENTIALS=%q, want %q", p.c, env, keyFile)
+					}
+					vol, err := volumeOf(p.spec, c, keyFile)
+					if err != nil {
+						t.Fatal(err)
+					}
+					mode := int32(0o440)
+					want := corev1.SecretVolumeSource{
+						SecretName:  "gcs-key",
+						Items:       []corev1.KeyToPath{{Key: "key.json", Path: "key.json"}},
+						DefaultMode: &mode,
+					}
+					if vol.Secret == nil || !reflect.DeepEqual(*vol.Secret, want) {
+						t.Errorf("%s: key volume %s, want Secret %s", p.c, jsonOf(vol.VolumeSource), jsonOf(want))
+					}
+				}
+				psc := md.Spec.Template.Spec.SecurityContext
+				if psc == nil || psc.FSGroup == nil || *psc.FSGroup != 1001 {
+					t.Errorf("mounter pod securityContext %s, want fsGroup 1001 (the mounter's gid) so it reads the 0440 key", jsonOf(psc))
+				}
+				if psc := ds.Spec.Template.Spec.SecurityContext; psc != nil && psc.FSGroup != nil {
+					t.Errorf("driver pod fsGroup %d: the driver is root and reads the key as its owner", *psc.FSGroup)
+				}
+				if notes := m.files["gcsfuse-csi/templates/NOTES.txt"]; !strings.Contains(notes, "create secret generic gcs-key --from-file=key.json=") {
+					t.Errorf("NOTES.txt does not tell how to create the Secret gcs-key:\n%s", notes)
+				}
+			},
+		},
+		{
+			name: "node credentials from a Secret, without the mounter, with the registrar sidecar",
+			values: `
+driver:
+  nodeCredentials: {secretName: gcs-key}
+mounter: {enabled: false}
+registrar: {mode: sidecar}
+`,
+			check: func(t *testing.T, m *manifest) {
+				ds := nodeDaemonSet(t, m)
+				spec := &ds.Spec.Template.Spec
+				c := container(t, spec, driverContainer)
+				if vol, err := volumeOf(spec, c, "/etc/gcsfuse-csi/node-credentials/key.json"); err != nil || vol.Secret == nil || vol.Secret.SecretName != "gcs-key" {
+					t.Errorf("driver key volume %+v (%v)", vol, err)
+				}
+				for _, vm := range container(t, spec, registrarContainer).VolumeMounts {
+					if vm.Name == "node-credentials" {
+						t.Error("the registrar mounts the node credentials")
+					}
+				}
+			},
+		},
+		{
+			name: "largest mounter uid",
+			values: `
+mounter: {uid: 2147483647}
+driver:
+  nodeCredentials: {secretName: gcs-key}
+`,
+			check: func(t *testing.T, m *manifest) {
+				ds := nodeDaemonSet(t, m)
+				if got, _ := argValue(container(t, &ds.Spec.Template.Spec, driverContainer).Args, "mounter-uid"); got != "2147483647" {
+					t.Errorf("--mounter-uid=%q, want 2147483647 (not in exponent form)", got)
+				}
+				if text := m.files["gcsfuse-csi/templates/mounter-daemonset.yaml"]; strings.Contains(text, "e+09") {
+					t.Errorf("mounter-daemonset.yaml has a number in exponent form:\n%s", text)
+				}
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -497,6 +706,14 @@ func checkInvariants(t *testing.T, m *manifest) {
 		PodInfoOnMount:       &tr,
 		VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent, storagev1.VolumeLifecycleEphemeral},
 		FSGroupPolicy:        &file,
+	}
+	// Workload Identity adds the pods' tokens, and the republishes that
+	// renew them; without it, neither (republishing every volume about once
+	// a minute would be calls for nothing).
+	if m.value(t, "workloadIdentity.enabled") == true {
+		exp := m.intValue(t, "workloadIdentity.expirationSeconds")
+		wantSpec.TokenRequests = []storagev1.TokenRequest{{Audience: m.str(t, "workloadIdentity.audience"), ExpirationSeconds: &exp}}
+		wantSpec.RequiresRepublish = &tr
 	}
 	if d.Name != driverName || !reflect.DeepEqual(d.Spec, wantSpec) {
 		got, _ := json.Marshal(d.Spec)
@@ -640,6 +857,7 @@ func checkInvariants(t *testing.T, m *manifest) {
 	}
 
 	checkMounter(t, m, ds)
+	checkCredentials(t, m, ds)
 }
 
 // checkPodTemplate holds for each DaemonSet: its selector selects its own
@@ -719,7 +937,7 @@ spec:
 `,
 		"wrong type":   "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: x}\nspec: {attachRequired: \"no\"}\n",
 		"duplicate":    "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x}\nautomountServiceAccountToken: false\nautomountServiceAccountToken: true\n",
-		"unknown kind": "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n",
+		"unknown kind": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
 		"no name":      "apiVersion: v1\nkind: ServiceAccount\nmetadata: {}\n",
 	} {
 		if objs, err := decodeStrict(name, []byte(doc)); err == nil {
@@ -731,10 +949,15 @@ spec:
 	}
 }
 
-// TestHelmLint runs what `helm lint --strict` runs, with each registrar mode
-// and without the mounter.
+// TestHelmLint runs what `helm lint --strict` runs, with each registrar mode,
+// without the mounter, and with the credential settings.
 func TestHelmLint(t *testing.T) {
-	for _, overlay := range []string{"", "registrar: {mode: sidecar}", "mounter: {enabled: false}"} {
+	for _, overlay := range []string{
+		"",
+		"registrar: {mode: sidecar}",
+		"mounter: {enabled: false}",
+		"{workloadIdentity: {enabled: true, audience: aud}, driver: {nodeCredentials: {secretName: gcs-key}}}",
+	} {
 		l := lint.All(chartDir, parseValues(t, overlay), releaseNS, true)
 		for _, msg := range l.Messages {
 			if msg.Severity >= support.WarningSev {

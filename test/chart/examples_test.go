@@ -11,6 +11,8 @@ import (
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 )
 
@@ -24,20 +26,34 @@ func restrictedVolume(v corev1.VolumeSource) bool {
 // TestExamples decodes the examples strictly and checks that they work as
 // written: the pods pass the restricted Pod Security Standard (by field, and
 // by the evaluator kube-apiserver's PodSecurity admission uses), run in a
-// namespace that enforces it, use the chart's default driver name, and ask
-// for volume attributes and mount options the driver accepts.
+// namespace that enforces it, use the chart's default driver name, ask for
+// volume attributes and mount options the driver accepts, and get their
+// credentials the way the driver expects (see checkExampleCredentials).
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob(examplesDir + "/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples in %s (%v)", examplesDir, err)
 	}
 	var objs []object
+	texts := map[string]string{} // file name -> contents
 	for _, f := range files {
-		o, err := decodeStrict(filepath.Base(f), readFile(t, f))
+		text := readFile(t, f)
+		texts[filepath.Base(f)] = string(text)
+		o, err := decodeStrict(filepath.Base(f), text)
 		if err != nil {
 			t.Fatal(err)
 		}
 		objs = append(objs, o...)
+	}
+	// kubectl apply -f examples/ must not apply two different objects
+	// under one name.
+	seen := map[string]object{}
+	for _, o := range objs {
+		id := o.kind + " " + o.meta.GetNamespace() + "/" + o.meta.GetName()
+		if prev, dup := seen[id]; dup {
+			t.Errorf("%v and %v: the same object twice", prev, o)
+		}
+		seen[id] = o
 	}
 	m := render(t, "")
 	driverName := m.str(t, "driverName")
@@ -46,7 +62,10 @@ func TestExamples(t *testing.T) {
 		namespaces = map[string]*corev1.Namespace{}
 		pvs        = map[string]*corev1.PersistentVolume{}
 		pvcs       = map[string]*corev1.PersistentVolumeClaim{}
+		secrets    = map[string]*corev1.Secret{}
+		accounts   = map[string]*corev1.ServiceAccount{}
 		pods       []*corev1.Pod
+		podFile    = map[*corev1.Pod]string{}
 	)
 	for _, o := range objs {
 		switch x := o.obj.(type) {
@@ -56,12 +75,24 @@ func TestExamples(t *testing.T) {
 			pvs[x.Name] = x
 		case *corev1.PersistentVolumeClaim:
 			pvcs[x.Namespace+"/"+x.Name] = x
+		case *corev1.Secret:
+			secrets[x.Namespace+"/"+x.Name] = x
+			checkExampleSecret(t, x)
+		case *corev1.ServiceAccount:
+			accounts[x.Namespace+"/"+x.Name] = x
 		case *corev1.Pod:
 			pods = append(pods, x)
+			podFile[x] = o.source
 		default:
-			t.Errorf("%v: the examples hold namespaces, PVs, PVCs and pods only", o)
+			t.Errorf("%v: the examples hold namespaces, PVs, PVCs, Secrets, ServiceAccounts and pods only", o)
 		}
 	}
+	for _, o := range objs {
+		if ns := o.meta.GetNamespace(); ns != "" && namespaces[ns] == nil {
+			t.Errorf("%v: namespace %q is not in the examples", o, ns)
+		}
+	}
+	creds := &exampleCredentials{secrets: secrets, accounts: accounts, texts: texts, used: map[string]bool{}, modes: map[string]bool{}}
 	if len(pods) < 2 {
 		t.Fatalf("%d example pods, want a static-PV one and an inline one", len(pods))
 	}
@@ -72,6 +103,7 @@ func TestExamples(t *testing.T) {
 	}
 	restricted := psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()}
 	var sawPVC, sawInline bool
+	var sawPublishSecret, sawStageSecret bool
 	for _, pod := range pods {
 		t.Run(pod.Name, func(t *testing.T) {
 			ns := namespaces[pod.Namespace]
@@ -94,6 +126,12 @@ func TestExamples(t *testing.T) {
 						t.Errorf("volume %s: driver %q, want the chart's %q", v.Name, v.CSI.Driver, driverName)
 					}
 					checkDriverAccepts(t, v.CSI.VolumeAttributes["bucketName"], v.CSI.VolumeAttributes, nil, pod)
+					var ref *corev1.SecretReference
+					if r := v.CSI.NodePublishSecretRef; r != nil {
+						// An inline volume's Secret is in the pod's namespace.
+						ref, sawPublishSecret = &corev1.SecretReference{Namespace: pod.Namespace, Name: r.Name}, true
+					}
+					creds.check(t, "volume "+v.Name, podFile[pod], pod, v.CSI.VolumeAttributes, nil, ref, false)
 				case v.PersistentVolumeClaim != nil:
 					sawPVC = true
 					pvc := pvcs[pod.Namespace+"/"+v.PersistentVolumeClaim.ClaimName]
@@ -121,6 +159,9 @@ func TestExamples(t *testing.T) {
 					}
 					bucket, _, _ := strings.Cut(pv.Spec.CSI.VolumeHandle, "/")
 					checkDriverAccepts(t, bucket, pv.Spec.CSI.VolumeAttributes, pv.Spec.MountOptions, pod)
+					sawStageSecret = sawStageSecret || pv.Spec.CSI.NodeStageSecretRef != nil
+					sawPublishSecret = sawPublishSecret || pv.Spec.CSI.NodePublishSecretRef != nil
+					creds.check(t, "PV "+pv.Name, podFile[pod], pod, pv.Spec.CSI.VolumeAttributes, pv.Spec.CSI.NodeStageSecretRef, pv.Spec.CSI.NodePublishSecretRef, true)
 				default:
 					t.Errorf("volume %s is neither a claim nor an inline CSI volume", v.Name)
 				}
@@ -129,6 +170,126 @@ func TestExamples(t *testing.T) {
 	}
 	if !sawPVC || !sawInline {
 		t.Errorf("examples: static PV used %v, inline volume used %v; want both", sawPVC, sawInline)
+	}
+	if !sawStageSecret || !sawPublishSecret {
+		t.Errorf("examples: nodeStageSecretRef used %v, nodePublishSecretRef used %v; want both", sawStageSecret, sawPublishSecret)
+	}
+	for _, mode := range []auth.Mode{auth.ModeNode, auth.ModeSecret, auth.ModeWorkloadIdentity} {
+		if !creds.modes[string(mode)] {
+			t.Errorf("examples: no volume with auth=%s", mode)
+		}
+	}
+	for id := range secrets {
+		if !creds.used[id] {
+			t.Errorf("Secret %s: no example volume uses it", id)
+		}
+	}
+	for id := range accounts {
+		if !creds.used["sa:"+id] {
+			t.Errorf("ServiceAccount %s: no example pod uses it", id)
+		}
+	}
+}
+
+// checkExampleSecret: a volume's Secret holds exactly the key the driver
+// reads, with something shaped like a service-account key file in it.
+func checkExampleSecret(t *testing.T, s *corev1.Secret) {
+	t.Helper()
+	if s.Type != "" && s.Type != corev1.SecretTypeOpaque {
+		t.Errorf("Secret %s: type %q, want Opaque", s.Name, s.Type)
+	}
+	keys := map[string]string{}
+	for k, v := range s.StringData {
+		keys[k] = v
+	}
+	for k, v := range s.Data {
+		keys[k] = string(v)
+	}
+	if len(keys) != 1 {
+		t.Errorf("Secret %s: %d keys, want only %q (the driver refuses any other)", s.Name, len(keys), driver.SecretKey)
+	}
+	key, ok := keys[driver.SecretKey]
+	if !ok {
+		t.Errorf("Secret %s: no key %q", s.Name, driver.SecretKey)
+		return
+	}
+	if err := auth.ValidateKey([]byte(key)); err != nil {
+		t.Errorf("Secret %s: %s: the driver refuses it: %v", s.Name, driver.SecretKey, err)
+	}
+}
+
+// exampleCredentials checks where the example volumes' credentials come
+// from, by the driver's rules for the auth attribute.
+type exampleCredentials struct {
+	secrets  map[string]*corev1.Secret         // namespace/name
+	accounts map[string]*corev1.ServiceAccount // namespace/name
+	texts    map[string]string                 // example file -> contents
+	used     map[string]bool                   // Secrets and "sa:" ServiceAccounts some volume uses
+	modes    map[string]bool                   // auth modes seen
+}
+
+// check one volume: its attributes, and its stage and publish Secrets
+// (stage: PVs only). persistent is false for inline volumes.
+func (e *exampleCredentials) check(t *testing.T, what, file string, pod *corev1.Pod, attrs map[string]string, stage, publish *corev1.SecretReference, persistent bool) {
+	t.Helper()
+	mode := attrs[mounter.AttrAuth]
+	refs := map[string]*corev1.SecretReference{"nodeStageSecretRef": stage, "nodePublishSecretRef": publish}
+	var hasSecret bool
+	for field, ref := range refs {
+		if ref == nil {
+			continue
+		}
+		hasSecret = true
+		id := ref.Namespace + "/" + ref.Name
+		if e.secrets[id] == nil {
+			t.Errorf("%s: %s names Secret %s, which is not in the examples", what, field, id)
+		}
+		e.used[id] = true
+	}
+	if mode == "" {
+		switch {
+		case hasSecret:
+			mode = string(auth.ModeSecret) // what a secret implies
+		case attrs["anonymousAccess"] == "true":
+			mode = string(auth.ModeAnonymous)
+		default:
+			mode = string(auth.ModeNode)
+		}
+	}
+	e.modes[mode] = true
+	switch auth.Mode(mode) {
+	case auth.ModeSecret:
+		if !hasSecret {
+			t.Errorf("%s: auth=secret without nodeStageSecretRef or nodePublishSecretRef", what)
+		}
+		// A key that comes only with NodePublish: NodeStage must know not
+		// to mount with the node's credentials.
+		if persistent && stage == nil && attrs[mounter.AttrAuth] != string(auth.ModeSecret) {
+			t.Errorf("%s: nodePublishSecretRef without nodeStageSecretRef needs volumeAttributes auth: secret", what)
+		}
+	case auth.ModeWorkloadIdentity:
+		if hasSecret {
+			t.Errorf("%s: auth=workloadIdentity with a Secret: the driver refuses the secret", what)
+		}
+		sa := pod.Spec.ServiceAccountName
+		if sa == "" || sa == "default" {
+			t.Errorf("%s: auth=workloadIdentity in pod %s with service account %q; give it its own", what, pod.Name, sa)
+		} else if e.accounts[pod.Namespace+"/"+sa] == nil {
+			t.Errorf("%s: pod %s's service account %s is not in the examples", what, pod.Name, sa)
+		}
+		e.used["sa:"+pod.Namespace+"/"+sa] = true
+		// The token reaches the driver through kubelet, not the pod.
+		if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+			t.Errorf("%s: pod %s mounts an API token; it needs none", what, pod.Name)
+		}
+		// The chart does not request tokens by default: say how.
+		if !strings.Contains(e.texts[file], "workloadIdentity.enabled=true") || !strings.Contains(e.texts[file], "workloadIdentity.audience") {
+			t.Errorf("%s: %s does not tell to install the chart with workloadIdentity.enabled=true and workloadIdentity.audience", what, file)
+		}
+	default:
+		if hasSecret {
+			t.Errorf("%s: auth=%s with a Secret: the driver refuses the secret", what, mode)
+		}
 	}
 }
 

@@ -53,6 +53,7 @@ var kinds = map[string]func() metav1.Object{
 	"storage.k8s.io/v1/CSIDriver":                     func() metav1.Object { return &storagev1.CSIDriver{} },
 	"apps/v1/DaemonSet":                               func() metav1.Object { return &appsv1.DaemonSet{} },
 	"v1/ServiceAccount":                               func() metav1.Object { return &corev1.ServiceAccount{} },
+	"v1/Secret":                                       func() metav1.Object { return &corev1.Secret{} },
 	"v1/Namespace":                                    func() metav1.Object { return &corev1.Namespace{} },
 	"v1/PersistentVolume":                             func() metav1.Object { return &corev1.PersistentVolume{} },
 	"v1/PersistentVolumeClaim":                        func() metav1.Object { return &corev1.PersistentVolumeClaim{} },

@@ -65,6 +65,25 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"mounter extraArgs overriding the socket", "mounter: {extraArgs: [--socket=/x.sock]}", "/mounter/extraArgs/0"},
 		{"mounter extraArgs overriding the work dir", "mounter: {extraArgs: [--v=9, -work-dir=/x]}", "/mounter/extraArgs/0"},
 		{"mounter resources quantity", "mounter: {resources: {limits: {memory: lots}}}", "/mounter/resources/limits/memory"},
+		{"unknown workloadIdentity key (typo)", "workloadIdentity: {enable: true}", "enable"},
+		{"workloadIdentity audiences as a list", "workloadIdentity: {audiences: [a, b]}", "audiences"},
+		{"workloadIdentity enabled as a string", "workloadIdentity: {enabled: 'true'}", "/workloadIdentity/enabled"},
+		{"token lifetime under kubelet's 10 minutes", "workloadIdentity: {expirationSeconds: 599}", "/workloadIdentity/expirationSeconds"},
+		{"token lifetime over 2^32 s", "workloadIdentity: {expirationSeconds: 4294967297}", "/workloadIdentity/expirationSeconds"},
+		{"token lifetime with a unit", "workloadIdentity: {expirationSeconds: 1h}", "/workloadIdentity/expirationSeconds"},
+		{"audience with a space", "workloadIdentity: {audience: 'my audience'}", "/workloadIdentity/audience"},
+		{"provider with a space", "workloadIdentity: {provider: '//iam.googleapis.com/projects/1 2'}", "/workloadIdentity/provider"},
+		{"stsEndpoint without a scheme", "workloadIdentity: {stsEndpoint: sts.googleapis.com/v1/token}", "/workloadIdentity/stsEndpoint"},
+		{"iamCredentialsEndpoint other scheme", "workloadIdentity: {iamCredentialsEndpoint: 'grpc://iam'}", "/workloadIdentity/iamCredentialsEndpoint"},
+		{"workloadIdentity as a boolean", "workloadIdentity: true", "/workloadIdentity"},
+		{"unknown nodeCredentials key (typo)", "driver: {nodeCredentials: {secretname: gcs-key}}", "secretname"},
+		{"nodeCredentials key file in values", "driver: {nodeCredentials: {keyFile: '{}'}}", "keyFile"},
+		{"nodeCredentials secretName not a Secret name", "driver: {nodeCredentials: {secretName: GCS_Key}}", "/driver/nodeCredentials/secretName"},
+		{"nodeCredentials at the top level", "nodeCredentials: {secretName: gcs-key}", "nodeCredentials"},
+		{"extraArgs overriding the token audience", "driver: {extraArgs: [--token-audience=x]}", "/driver/extraArgs/0"},
+		{"extraArgs overriding the STS endpoint", "driver: {extraArgs: [-sts-endpoint=http://x/]}", "/driver/extraArgs/0"},
+		{"extraArgs overriding the provider", "driver: {extraArgs: [--workload-identity-provider=x]}", "/driver/extraArgs/0"},
+		{"extraArgs overriding the IAM endpoint", "driver: {extraArgs: [--iam-credentials-endpoint=http://x/]}", "/driver/extraArgs/0"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
@@ -105,6 +124,11 @@ func TestSchemaAcceptsGoodValues(t *testing.T) {
 		"mounter: {enabled: false}",
 		"mounter: {uid: 1, socketDir: /" + strings.Repeat("a", 93) + "}",
 		"mounter: {resources: {limits: {memory: 4Gi}}, extraArgs: [--vmodule=remote=5]}",
+		"workloadIdentity: {enabled: true, audience: a, expirationSeconds: 600}",
+		"workloadIdentity: {enabled: true, audience: 'https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q', expirationSeconds: 4294967296}",
+		"workloadIdentity: {enabled: true, audience: x.svc.id.goog, provider: 'identitynamespace:x.svc.id.goog:https://container.googleapis.com/v1/projects/x/locations/l/clusters/c'}",
+		"workloadIdentity: {enabled: true, audience: a, stsEndpoint: 'http://127.0.0.1:8080/v1/token', iamCredentialsEndpoint: 'https://iam.example.com'}",
+		"driver: {nodeCredentials: {secretName: gcs-key.v2}}",
 	} {
 		if _, err := renderChart(c, parseValues(t, values)); err != nil {
 			t.Errorf("values %q: %v", values, err)

@@ -85,3 +85,51 @@ The mounter's unix socket: the driver's --mounter-socket and the mounter's
 {{- define "gcsfuse-csi.mounterSocket" -}}
 {{- printf "%s/mounter.sock" .Values.mounter.socketDir }}
 {{- end }}
+
+{{/*
+The audience of the pods' service-account tokens with workloadIdentity
+enabled: the CSIDriver's tokenRequests and the driver's --token-audience.
+Rendering fails without one.
+*/}}
+{{- define "gcsfuse-csi.tokenAudience" -}}
+{{- required "workloadIdentity.audience is required with workloadIdentity.enabled=true: the audience of the pods' service-account tokens, one the workload identity pool provider accepts (by default https://iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)" .Values.workloadIdentity.audience }}
+{{- end }}
+
+{{/*
+Where driver.nodeCredentials.secretName is mounted, read-only, in the driver
+and mounter containers; GOOGLE_APPLICATION_CREDENTIALS names the key file
+in it.
+*/}}
+{{- define "gcsfuse-csi.nodeCredentialsDir" -}}
+/etc/gcsfuse-csi/node-credentials
+{{- end }}
+
+{{/*
+The node credentials volume, for the pod specs of the driver and the
+mounter. The key file is 0440: root (the driver) reads it as its owner, the
+mounter through its group, which the mounter pod's fsGroup makes the
+mounter's gid. No other uid can.
+*/}}
+{{- define "gcsfuse-csi.nodeCredentialsVolume" -}}
+- name: node-credentials
+  secret:
+    secretName: {{ .Values.driver.nodeCredentials.secretName }}
+    # Only key.json: a Secret without it keeps the pods from starting
+    # (an event on the pod names the missing key).
+    items:
+      - key: key.json
+        path: key.json
+    defaultMode: 0440
+{{- end }}
+
+{{/* The node credentials mount and environment of a container. */}}
+{{- define "gcsfuse-csi.nodeCredentialsMount" -}}
+- name: node-credentials
+  mountPath: {{ include "gcsfuse-csi.nodeCredentialsDir" . }}
+  readOnly: true
+{{- end }}
+
+{{- define "gcsfuse-csi.nodeCredentialsEnv" -}}
+- name: GOOGLE_APPLICATION_CREDENTIALS
+  value: {{ include "gcsfuse-csi.nodeCredentialsDir" . }}/key.json
+{{- end }}
