@@ -108,6 +108,8 @@ ln -sf "$(basename "$FAKE_GCS")" "$TOOLS_BIN/fake-gcs-server"
 # imgtool (part of this repository, over internal/ociimage like hack/imgbuild)
 # writes OCI layout image tarballs.
 (cd "$repo" && CGO_ENABLED=0 go build -o "$TOOLS_BIN/imgtool" ./test/k8s/imgtool)
+# gcpfront: fakegcp's token-checking GCS front and STS, for Workload Identity
+(cd "$repo" && CGO_ENABLED=0 go build -o "$TOOLS_BIN/gcpfront" ./test/k8s/gcpfront)
 # Rebuilt when imgtool, the pause source or Debian's busybox change.
 stamp=$(cat "$TOOLS_BIN/imgtool" "$repo/test/k8s/imgtool/pause/main.go" /bin/busybox | sha256sum | cut -d' ' -f1)
 if [ -n "${FORCE_BUILD:-}" ] || [ ! -s "$IMAGES_DIR/pause.tar" ] || [ ! -s "$IMAGES_DIR/busybox.tar" ] \

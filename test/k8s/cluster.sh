@@ -322,7 +322,7 @@ down() {
   # the socket it was told to report to, and stop each by PID.
   local p
   for p in $(pgrep -f -- "-address $CTRD_SOCK" 2>/dev/null || true); do kill_pid "$p" containerd-shim; done
-  stop fake-gcs-server kube-apiserver
+  stop gcpfront fake-gcs-server kube-apiserver
   stop etcd
   for f in "$PIDS"/*.pid; do if [ -f "$f" ]; then stop "$(basename "$f" .pid)"; fi; done
 

@@ -2,7 +2,8 @@
 # Deploys the driver on the cluster `cluster.sh up` started, the way the
 # project ships it: the image tarball `make images` writes, imported into
 # containerd, and the Helm chart rendered with the helm CLI and applied.
-# Also starts fake-gcs-server on the node's IP, as the driver's GCS endpoint.
+# Also starts fake-gcs-server on the node's IP and gcpfront before it, as
+# the driver's GCS endpoint and Security Token Service.
 #
 # Env: DRIVER_IMAGE_TAR (default bin/images/gcsfuse-csi.tar),
 #      DRIVER_NAMESPACE (default gcsfuse-csi)
@@ -29,6 +30,16 @@ if ! curl -sf "http://$gcs/storage/v1/b" >/dev/null 2>&1; then
     -public-host "$gcs" -external-url "http://$gcs" -backend memory -log-level warn
   waitfor fake-gcs-server 30 curl -sf "http://$gcs/storage/v1/b" || { tail "$LOGS/fake-gcs-server.log"; die "fake-gcs-server did not start"; }
 fi
+# The driver talks to GCS through gcpfront, which checks bearer tokens per
+# bucket (the tests open theirs through its admin API) and serves the STS
+# that trusts this cluster's service-account tokens: Workload Identity runs
+# with kubelet's real tokens.
+front=$NODE_IP:$GCP_FRONT_PORT
+if ! curl -sf "http://$NODE_IP:$GCP_ADMIN_PORT/requests" >/dev/null 2>&1; then
+  start gcpfront "$TOOLS_BIN/gcpfront" -front "$front" -auth "$NODE_IP:$GCP_AUTH_PORT" -admin "$NODE_IP:$GCP_ADMIN_PORT" \
+    -upstream "http://$gcs" -trust-issuer https://kubernetes.default.svc.cluster.local -trust-key "$PKI/sa.pub" -audience "$WI_AUDIENCE"
+  waitfor gcpfront 30 curl -sf "http://$NODE_IP:$GCP_ADMIN_PORT/requests" || { tail "$LOGS/gcpfront.log"; die "gcpfront did not start"; }
+fi
 
 # ------------------------------------------------------------- image
 # The image reference is whatever the tarball says (docker-archive
@@ -51,7 +62,11 @@ out=$SCRATCH/driver.yaml
   --set-string image.repository="$repository" \
   --set-string image.tag="$tag" \
   --set-string image.pullPolicy=Never \
-  --set-string driver.gcsEndpoint="http://$gcs/storage/v1/" \
+  --set-string driver.gcsEndpoint="http://$front/storage/v1/" \
+  --set workloadIdentity.enabled=true \
+  --set-string workloadIdentity.audience="$WI_AUDIENCE" \
+  --set-string workloadIdentity.provider="//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/test/providers/k8s" \
+  --set-string workloadIdentity.stsEndpoint="http://$NODE_IP:$GCP_AUTH_PORT/v1/token" \
   --set driver.anonymous=true \
   --set driver.atomicRename=false \
   --set driver.logVerbosity=4 \
@@ -93,4 +108,5 @@ kc get csinode "$NODE_NAME" -o jsonpath='{range .spec.drivers[*]}{.name} nodeID=
   echo "DRIVER_NAMESPACE=$ns"
   echo "DRIVER_IMAGE=$ref"
   echo "FAKE_GCS=http://$gcs"
+  echo "GCP_ADMIN=http://$NODE_IP:$GCP_ADMIN_PORT"
 } > "$SCRATCH/deploy.env"

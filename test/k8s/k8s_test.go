@@ -35,6 +35,7 @@ type env struct {
 	Kubeconfig  string // admin kubeconfig
 	KubeletDir  string // kubelet --root-dir on this node
 	FakeGCS     string // http://host:port of fake-gcs-server
+	GCPAdmin    string // http://host:port of gcpfront's admin API (test/k8s/gcpfront)
 	Driver      string // CSI driver name
 	DriverNS    string // namespace of the driver DaemonSet
 	Busybox     string // busybox image present on the node
@@ -45,6 +46,7 @@ type env struct {
 	BucketWeb   string // httpd
 	BucketRd    string // read in a loop while the driver pod is replaced
 	BucketAf    string // first published by the replacement driver
+	BucketWI    string // private: only the wi-reader service account may read it
 	PVName      string
 	skipMessage string
 }
@@ -58,6 +60,7 @@ func loadEnv() *env {
 		Kubeconfig: os.Getenv("E2E_K8S_KUBECONFIG"),
 		KubeletDir: os.Getenv("E2E_K8S_KUBELET_DIR"),
 		FakeGCS:    os.Getenv("E2E_K8S_FAKE_GCS"),
+		GCPAdmin:   os.Getenv("E2E_K8S_GCP_ADMIN"),
 		Driver:     os.Getenv("E2E_K8S_DRIVER"),
 		DriverNS:   os.Getenv("E2E_K8S_DRIVER_NAMESPACE"),
 		Busybox:    os.Getenv("E2E_K8S_BUSYBOX_IMAGE"),
@@ -65,7 +68,7 @@ func loadEnv() *env {
 	for name, v := range map[string]string{
 		"E2E_K8S_KUBECTL": e.Kubectl, "E2E_K8S_KUBECONFIG": e.Kubeconfig, "E2E_K8S_KUBELET_DIR": e.KubeletDir,
 		"E2E_K8S_FAKE_GCS": e.FakeGCS, "E2E_K8S_DRIVER": e.Driver, "E2E_K8S_DRIVER_NAMESPACE": e.DriverNS,
-		"E2E_K8S_BUSYBOX_IMAGE": e.Busybox,
+		"E2E_K8S_BUSYBOX_IMAGE": e.Busybox, "E2E_K8S_GCP_ADMIN": e.GCPAdmin,
 	} {
 		if v == "" {
 			e.skipMessage = "E2E_K8S=1 but " + name + " is empty: run the tests through test/k8s/run.sh"
@@ -81,6 +84,7 @@ func loadEnv() *env {
 	e.BucketWeb = "k8s-e2e-web-" + e.RunID
 	e.BucketRd = "k8s-e2e-reader-" + e.RunID
 	e.BucketAf = "k8s-e2e-after-" + e.RunID
+	e.BucketWI = "k8s-e2e-wi-" + e.RunID
 	e.PVName = "k8s-e2e-pv-" + e.RunID
 	return e
 }
@@ -94,11 +98,18 @@ func TestKubernetes(t *testing.T) {
 		t.Skip(e.skipMessage)
 	}
 	k := &kube{t: t, e: e}
-	g := &fakeGCS{t: t, base: e.FakeGCS}
+	g := &fakeGCS{t: t, base: e.FakeGCS, adminURL: e.GCPAdmin}
 
+	// The driver reaches GCS through gcpfront, which checks tokens: these
+	// buckets are open to anonymous access, the Workload Identity one only
+	// to its service account.
 	for _, b := range []string{e.BucketIn, e.BucketPV, e.BucketWeb, e.BucketRd, e.BucketAf} {
 		g.createBucket(b)
+		g.admin("public", "bucket", b)
 	}
+	g.createBucket(e.BucketWI)
+	g.admin("grant", "bucket", e.BucketWI, "principal", "system:serviceaccount:"+e.Namespace+":wi-reader")
+	g.put(e.BucketWI, "hello.txt", "hello, wi-reader\n")
 	g.put(e.BucketIn, "hello.txt", "hello from the inline bucket\n")
 	g.put(e.BucketPV, "hello.txt", "hello from the PV bucket\n")
 	g.put(e.BucketPV, "docs/nested.txt", "nested object\n")
@@ -344,6 +355,39 @@ func TestKubernetes(t *testing.T) {
 		}
 	})
 
+	t.Run("workload identity: a pod reads as its own service account", func(t *testing.T) {
+		k := k.with(t)
+		g := g.with(t)
+		k.apply(render(t, wiPodsYAML, e))
+		k.waitReady("wi-reader", 180*time.Second)
+		checkRestricted(t, k, "wi-reader")
+		if got := k.exec("wi-reader", "cat", "/data/hello.txt"); got != "hello, wi-reader\n" {
+			t.Fatalf("cat /data/hello.txt = %q", got)
+		}
+		// gcsfuse's reads came with the pod's federated token.
+		principal := "system:serviceaccount:" + e.Namespace + ":wi-reader"
+		if !g.sawPrincipal(e.BucketWI, principal) {
+			t.Errorf("gcpfront saw no successful request on %s by %s", e.BucketWI, principal)
+		}
+		// The default service account may not: kubelet's NodePublish gets
+		// PermissionDenied, the pod does not start, and says why.
+		k.poll("PermissionDenied event for wi-stranger", 90*time.Second, func() (bool, string) {
+			ev, _ := k.cmd("", "-n", e.Namespace, "get", "events", "--field-selector", "involvedObject.name=wi-stranger", "-o", "jsonpath={.items[*].message}")
+			return strings.Contains(ev, "PermissionDenied") && strings.Contains(ev, "system:serviceaccount:"+e.Namespace+":default"), ev
+		})
+		if phase := k.get("pod", "wi-stranger", "{.status.phase}"); phase != "Pending" {
+			t.Errorf("wi-stranger phase %q, want Pending (its volume must not mount)", phase)
+		}
+		// requiresRepublish: kubelet calls NodePublishVolume again (every
+		// syncFrequency, 10 s here) with the pod's token, and the driver
+		// hands it to the running gcsfuse session.
+		k.poll("a token refresh in the driver log", 90*time.Second, func() (bool, string) {
+			out, _ := k.cmd("", "-n", e.DriverNS, "logs", "-l", nodePods, "--tail=-1")
+			return strings.Contains(out, "refreshed session credentials"), "no refresh logged yet"
+		})
+		k.run("-n", e.Namespace, "delete", "pod", "wi-reader", "wi-stranger", "--wait=true", "--timeout=90s")
+	})
+
 	t.Run("delete everything: no mount, no gcsfuse left", func(t *testing.T) {
 		k := k.with(t)
 		if len(gcsfuseProcesses(t)) == 0 {
@@ -354,7 +398,7 @@ func TestKubernetes(t *testing.T) {
 		k.run("delete", "pv", e.PVName, "--wait=true", "--timeout=60s")
 		k.run("delete", "namespace", e.Namespace, "--wait=true", "--timeout=90s")
 
-		ours := []string{e.BucketIn, e.BucketPV, e.BucketWeb, e.BucketRd, e.BucketAf}
+		ours := []string{e.BucketIn, e.BucketPV, e.BucketWeb, e.BucketRd, e.BucketAf, e.BucketWI}
 		var mounts []mountEntry
 		var procs []string
 		deadline := time.Now().Add(60 * time.Second)
@@ -479,6 +523,49 @@ spec:` + restricted + `
     csi:
       driver: {{.Driver}}
       volumeAttributes: {bucketName: {{.BucketIn}}}
+`
+
+// wiPodsYAML: two pods on the private bucket with auth: workloadIdentity,
+// one as the service account the bucket is granted to, one as default.
+var wiPodsYAML = `
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: wi-reader, namespace: {{.Namespace}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wi-reader, namespace: {{.Namespace}}}
+spec:
+  serviceAccountName: wi-reader` + restricted + `
+  containers:
+  - name: app
+    image: {{.Busybox}}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]` + containerSecurity + `
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - name: data
+    csi:
+      driver: {{.Driver}}
+      readOnly: true
+      volumeAttributes: {bucketName: {{.BucketWI}}, auth: workloadIdentity}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: wi-stranger, namespace: {{.Namespace}}}
+spec:` + restricted + `
+  containers:
+  - name: app
+    image: {{.Busybox}}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]` + containerSecurity + `
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - name: data
+    csi:
+      driver: {{.Driver}}
+      readOnly: true
+      volumeAttributes: {bucketName: {{.BucketWI}}, auth: workloadIdentity}
 `
 
 var pvYAML = `
@@ -794,11 +881,48 @@ func (k *kube) dumpState() {
 // ---------------------------------------------------------------- fake GCS
 
 type fakeGCS struct {
-	t    *testing.T
-	base string
+	t        *testing.T
+	base     string
+	adminURL string // gcpfront's admin API
 }
 
-func (g *fakeGCS) with(t *testing.T) *fakeGCS { return &fakeGCS{t: t, base: g.base} }
+func (g *fakeGCS) with(t *testing.T) *fakeGCS {
+	return &fakeGCS{t: t, base: g.base, adminURL: g.adminURL}
+}
+
+// admin calls gcpfront's admin API: POST /op?k=v&...
+func (g *fakeGCS) admin(op string, kv ...string) {
+	g.t.Helper()
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Set(kv[i], kv[i+1])
+	}
+	if code, body := g.do("POST", g.adminURL+"/"+op+"?"+q.Encode(), ""); code != http.StatusOK {
+		g.t.Fatalf("gcpfront %s %v: %d %s", op, kv, code, body)
+	}
+}
+
+// sawPrincipal reports whether gcpfront let principal through on bucket.
+func (g *fakeGCS) sawPrincipal(bucket, principal string) bool {
+	g.t.Helper()
+	code, body := g.do("GET", g.adminURL+"/requests", "")
+	if code != http.StatusOK {
+		g.t.Fatalf("gcpfront requests: %d %s", code, body)
+	}
+	var reqs []struct {
+		Bucket, Principal string
+		Status            int
+	}
+	if err := json.Unmarshal([]byte(body), &reqs); err != nil {
+		g.t.Fatal(err)
+	}
+	for _, r := range reqs {
+		if r.Bucket == bucket && r.Principal == principal && r.Status/100 == 2 {
+			return true
+		}
+	}
+	return false
+}
 
 func (g *fakeGCS) do(method, u, body string) (int, string) {
 	g.t.Helper()

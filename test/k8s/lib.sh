@@ -37,6 +37,12 @@ KUBELET_HEALTHZ_PORT=11248
 KCM_PORT=11257
 SCHED_PORT=11259
 FAKE_GCS_PORT=14443
+# gcpfront (test/k8s/gcpfront): the auth-checking GCS front, STS, admin API
+GCP_FRONT_PORT=14444
+GCP_AUTH_PORT=14445
+GCP_ADMIN_PORT=14446
+# the tokenRequests audience of the Workload Identity tests
+WI_AUDIENCE=gcsfuse-csi-e2e
 
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
 BUSYBOX_IMAGE=e2e.local/busybox:1.35
