@@ -53,6 +53,7 @@ type Server struct {
 
 	cluster    *rsa.PrivateKey // the "cluster issuer" that signs KSA tokens
 	clusterKID string
+	trusted    map[string]*rsa.PublicKey // more issuers STS accepts, by iss
 
 	mu          sync.Mutex
 	ttl         time.Duration
@@ -107,12 +108,15 @@ type Fault struct {
 }
 
 // Start serves the fake on a free loopback port. Stop it with Stop.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartAt("127.0.0.1:0") }
+
+// StartAt serves the fake on addr (host:port; port 0 picks a free one).
+func StartAt(addr string) (*Server, error) {
 	cluster, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, fmt.Errorf("fakegcp: generate cluster issuer key: %w", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("fakegcp: listen: %w", err)
 	}
@@ -128,6 +132,7 @@ func Start() (*Server, error) {
 		grants:      map[string]map[string]bool{},
 		public:      map[string]bool{},
 		impersonate: map[string]map[string]bool{},
+		trusted:     map[string]*rsa.PublicKey{},
 	}
 	s.TokenURL = s.URL + "/token"
 	s.STSURL = s.URL + "/v1/token"
@@ -135,6 +140,16 @@ func Start() (*Server, error) {
 	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	go s.http.Serve(lis)
 	return s, nil
+}
+
+// TrustIssuer makes STS accept subject tokens from another issuer too: a
+// real cluster's service-account tokens (iss, and the API server's
+// service-account public key), as a workload identity pool's OIDC provider
+// would.
+func (s *Server) TrustIssuer(iss string, pub *rsa.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.trusted[iss] = pub
 }
 
 // routes is the auth services' handler.

@@ -103,15 +103,21 @@ func (s *Server) checkSubjectToken(subject string) (string, *oauthError) {
 	if err != nil {
 		return "", invalidGrant("The subject token is invalid: " + err.Error())
 	}
-	if !t.verify(&s.cluster.PublicKey) {
-		return "", invalidGrant("The subject token's signature does not verify with the cluster issuer's key.")
-	}
 	var c ksaClaims
 	if err := t.claims(&c); err != nil {
 		return "", invalidGrant("The subject token is invalid: " + err.Error())
 	}
-	if c.Iss != ClusterIssuer {
-		return "", invalidGrant(fmt.Sprintf("The subject token's iss is %.100q, want %s.", c.Iss, ClusterIssuer))
+	s.mu.Lock()
+	pub, trusted := s.trusted[c.Iss]
+	s.mu.Unlock()
+	switch {
+	case c.Iss == ClusterIssuer:
+		pub = &s.cluster.PublicKey
+	case !trusted:
+		return "", invalidGrant(fmt.Sprintf("The subject token's iss is %.100q, want %s or a trusted issuer.", c.Iss, ClusterIssuer))
+	}
+	if !t.verify(pub) {
+		return "", invalidGrant("The subject token's signature does not verify with its issuer's key.")
 	}
 	now := time.Now()
 	if exp := time.Unix(c.Exp, 0); !now.Before(exp) {
