@@ -121,6 +121,11 @@ func (d *Driver) health(ctx context.Context, field, path string) (mounter.Health
 	if !filepath.IsAbs(path) {
 		return mounter.Health{}, status.Errorf(codes.NotFound, "%s=%q: no volume of this driver is mounted there (not an absolute path)", field, path)
 	}
+	if field != "" {
+		if err := d.checkNodePath(field, filepath.Clean(path)); err != nil {
+			return mounter.Health{}, status.Errorf(codes.NotFound, "no volume of this driver is mounted there: %s", status.Convert(err).Message())
+		}
+	}
 	h, err := d.mounter.Health(ctx, filepath.Clean(path))
 	switch {
 	case errors.Is(err, mounter.ErrNotMounted), errors.Is(err, mounter.ErrNotOurs):

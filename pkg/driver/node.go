@@ -47,6 +47,9 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkNodePath("staging_target_path", r.stagingPath); err != nil {
+		return nil, err
+	}
 	if !d.volumeLocks.TryAcquire(r.volumeID) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", r.volumeID)
 	}
@@ -82,6 +85,9 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkNodePath("staging_target_path", path); err != nil {
+		return nil, err
+	}
 	if !d.volumeLocks.TryAcquire(req.GetVolumeId()) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
 	}
@@ -106,6 +112,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	r, err := parsePublish(req)
 	if err != nil {
 		return nil, err
+	}
+	if err := d.checkNodePath("target_path", r.targetPath); err != nil {
+		return nil, err
+	}
+	if r.stagingPath != "" {
+		if err := d.checkNodePath("staging_target_path", r.stagingPath); err != nil {
+			return nil, err
+		}
 	}
 	if !d.targetLocks.TryAcquire(r.targetPath) {
 		return nil, status.Errorf(codes.Aborted, "an operation on target %q is already in progress", r.targetPath)
@@ -216,6 +230,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	target, err := cleanPath("target_path", req.GetTargetPath())
 	if err != nil {
+		return nil, err
+	}
+	if err := d.checkNodePath("target_path", target); err != nil {
 		return nil, err
 	}
 	if !d.targetLocks.TryAcquire(target) {

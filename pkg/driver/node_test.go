@@ -52,7 +52,7 @@ func newEnvAt(t *testing.T, prev *env) *env {
 	e := &env{fm: prev.fm, daemon: prev.daemon, dir: prev.dir, now: prev.now}
 	opts := Options{
 		Endpoint: "unix:///unused.sock", DriverName: DefaultDriverName, NodeID: "node-1",
-		StateDir: filepath.Join(e.dir, "state"), GCSFuseBinary: "gcsfuse", MaxRetryAttempts: 3, MountTimeout: 2 * time.Second,
+		StateDir: filepath.Join(e.dir, "state"), KubeletDir: e.dir, GCSFuseBinary: "gcsfuse", MaxRetryAttempts: 3, MountTimeout: 2 * time.Second,
 	}
 	d, err := New(opts, Deps{
 		Mount:  e.fm,

@@ -25,6 +25,7 @@ type Options struct {
 	DriverName       string
 	NodeID           string
 	StateDir         string
+	KubeletDir       string // targets and staging paths must be inside it
 	GCSFuseBinary    string
 	GCSEndpoint      string // custom GCS JSON API endpoint for gcsfuse and the driver
 	Anonymous        bool
@@ -59,6 +60,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.DriverName, "driver-name", DefaultDriverName, "CSI driver name")
 	fs.StringVar(&o.NodeID, "node-id", host, "node id reported to the CO (the Kubernetes node name)")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/gcsfuse-csi", "driver-owned directory for inline volume mounts, caches and temp files")
+	fs.StringVar(&o.KubeletDir, "kubelet-dir", "/var/lib/kubelet", "kubelet's root directory: target and staging paths outside it are refused")
 	fs.StringVar(&o.GCSFuseBinary, "gcsfuse", "gcsfuse", "gcsfuse binary (path, or name looked up in PATH)")
 	fs.StringVar(&o.GCSEndpoint, "gcs-endpoint", "", "custom GCS JSON API endpoint, e.g. http://127.0.0.1:4443/storage/v1/ (emulators, private endpoints); empty: Google's")
 	fs.BoolVar(&o.Anonymous, "anonymous", false, "access buckets without credentials unless a volume sets anonymousAccess")
@@ -91,6 +93,9 @@ func (o *Options) Validate() error {
 	}
 	if !filepath.IsAbs(o.StateDir) {
 		errs = append(errs, fmt.Errorf("--state-dir=%q: want an absolute path", o.StateDir))
+	}
+	if !filepath.IsAbs(o.KubeletDir) || filepath.Clean(o.KubeletDir) == "/" {
+		errs = append(errs, fmt.Errorf("--kubelet-dir=%q: want kubelet's absolute root directory (not /)", o.KubeletDir))
 	}
 	if o.GCSFuseBinary == "" {
 		errs = append(errs, errors.New("--gcsfuse: required"))

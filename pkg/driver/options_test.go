@@ -8,7 +8,7 @@ import (
 )
 
 func validOptions() Options {
-	return Options{Endpoint: "unix:///run/csi.sock", DriverName: DefaultDriverName, NodeID: "n", StateDir: "/var/lib/x",
+	return Options{Endpoint: "unix:///run/csi.sock", DriverName: DefaultDriverName, NodeID: "n", StateDir: "/var/lib/x", KubeletDir: "/var/lib/kubelet",
 		GCSFuseBinary: "gcsfuse", MaxRetryAttempts: 5, MountTimeout: 1}
 }
 
@@ -23,6 +23,7 @@ func TestValidateNamesTheFlag(t *testing.T) {
 		{func(o *Options) { o.DriverName = strings.Repeat("a", 64) }, "--driver-name"},
 		{func(o *Options) { o.NodeID = " " }, "--node-id"},
 		{func(o *Options) { o.StateDir = "relative" }, "--state-dir"},
+		{func(o *Options) { o.KubeletDir = "/" }, "--kubelet-dir"},
 		{func(o *Options) { o.GCSFuseBinary = "" }, "--gcsfuse"},
 		{func(o *Options) { o.GCSEndpoint = "ftp://x" }, "--gcs-endpoint"},
 		{func(o *Options) { o.MaxRetryAttempts = 0 }, "--max-retry-attempts"},

@@ -120,7 +120,7 @@ func Setup(ctx context.Context, cfg Config, progress io.Writer) (_ *Env, err err
 
 	e.Driver, err = harness.StartDriver(driverBin, filepath.Join(dir, "csi.sock"), filepath.Join(dir, "driver.log"),
 		"--gcsfuse="+gcsfuseBin, "--gcs-endpoint="+e.GCS.Endpoint, "--anonymous", "--atomic-rename=false",
-		"--state-dir="+filepath.Join(dir, "state"), "--node-id=bench", "-v="+strconv.Itoa(cfg.DriverV))
+		"--state-dir="+filepath.Join(dir, "state"), "--kubelet-dir="+dir, "--node-id=bench", "-v="+strconv.Itoa(cfg.DriverV))
 	if err != nil {
 		return e, err
 	}

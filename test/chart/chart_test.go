@@ -75,6 +75,7 @@ func TestRender(t *testing.T) {
 					"--driver-name=gcsfuse-csi.github.io",
 					"--node-id=$(NODE_NAME)",
 					"--state-dir=/var/lib/kubelet/plugins/gcsfuse-csi.github.io-state",
+					"--kubelet-dir=/var/lib/kubelet",
 					"--gcsfuse=/usr/local/bin/gcsfuse",
 					"--mounter-socket=/var/lib/gcsfuse-csi-mounter/mounter.sock",
 					"--mounter-uid=65532",
@@ -183,6 +184,7 @@ driverName: gcs.example.com
 				want := map[string]string{
 					"driver-name":               "gcs.example.com",
 					"state-dir":                 "/var/lib/k0s/kubelet/plugins/gcs.example.com-state",
+					"kubelet-dir":               "/var/lib/k0s/kubelet",
 					"kubelet-registration-path": "/var/lib/k0s/kubelet/plugins/gcs.example.com/csi.sock",
 				}
 				for flag, w := range want {
@@ -383,6 +385,7 @@ mounter: {enabled: false}
 					"--driver-name=gcsfuse-csi.github.io",
 					"--node-id=$(NODE_NAME)",
 					"--state-dir=/var/lib/kubelet/plugins/gcsfuse-csi.github.io-state",
+					"--kubelet-dir=/var/lib/kubelet",
 					"--gcsfuse=/usr/local/bin/gcsfuse",
 					"--max-retry-attempts=5",
 					"-v=2",

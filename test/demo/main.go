@@ -126,7 +126,7 @@ func run(cfg config, out io.Writer, sigs <-chan os.Signal) (err error) {
 
 	drv, err := harness.StartDriver(driverBin, filepath.Join(dir, "csi.sock"), logPath,
 		"--gcsfuse="+gcsfuseBin, "--gcs-endpoint="+gcs.Endpoint, "--anonymous", "--atomic-rename=false",
-		"--state-dir="+filepath.Join(dir, "state"), "--node-id=demo-node")
+		"--state-dir="+filepath.Join(dir, "state"), "--kubelet-dir="+dir, "--node-id=demo-node")
 	if err != nil {
 		return err
 	}

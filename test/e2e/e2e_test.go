@@ -750,7 +750,7 @@ func newEnvWith(t *testing.T, cfg envConfig, extra ...fakestorage.Object) *env {
 		}
 	})
 	args := []string{"--gcsfuse=" + gcsfuse, "--gcs-endpoint=" + e.gcs.Endpoint, "--atomic-rename=false",
-		"--state-dir=" + e.state, "--node-id=n1", "-v=4",
+		"--state-dir=" + e.state, "--kubelet-dir=" + dir, "--node-id=n1", "-v=4",
 		"--mounter-socket=" + e.socket, fmt.Sprintf("--mounter-uid=%d", nobody)}
 	if cfg.anonymous {
 		args = append(args, "--anonymous")

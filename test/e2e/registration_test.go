@@ -31,7 +31,7 @@ func TestKubeletRegistration(t *testing.T) {
 	hostSocket := "/var/lib/kubelet/plugins/gcsfuse-csi.github.io/csi.sock"
 	sock := filepath.Join(dir, "csi.sock")
 	drv, err := harness.StartDriver(bin, sock, filepath.Join(dir, "driver.log"),
-		"--gcsfuse="+gcsfuse, "--state-dir="+filepath.Join(dir, "state"), "--node-id=n1",
+		"--gcsfuse="+gcsfuse, "--state-dir="+filepath.Join(dir, "state"), "--kubelet-dir="+dir, "--node-id=n1",
 		"--registration-dir="+regDir, "--kubelet-registration-path="+hostSocket)
 	if err != nil {
 		t.Fatal(err)

@@ -129,6 +129,7 @@ func TestSanity(t *testing.T) {
 		DriverName:       driver.DefaultDriverName,
 		NodeID:           "sanity-node",
 		StateDir:         filepath.Join(base, "state"),
+		KubeletDir:       base,
 		GCSFuseBinary:    gcsfuse,
 		GCSEndpoint:      gcs.Endpoint,
 		Anonymous:        true,
