@@ -78,7 +78,7 @@ func checkInvalid(t *testing.T, err error, attrs map[string]string, ephemeral bo
 		return
 	}
 	for k := range attrs {
-		if strings.HasPrefix(msg, "volume_context."+k) {
+		if strings.HasPrefix(msg, "volume_context."+mounter.FieldName(k)) {
 			return
 		}
 	}

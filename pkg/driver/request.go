@@ -85,6 +85,9 @@ func cleanPath(field, p string) (string, error) {
 	if !filepath.IsAbs(p) || strings.Contains(p, "\x00") {
 		return "", invalid("%s=%q: want an absolute path", field, p)
 	}
+	if strings.Trim(p, "/") == "" {
+		return "", invalid("%s=%q: want a directory below the root", field, p)
+	}
 	if filepath.Clean(p) != strings.TrimSuffix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") {
 		return "", invalid("%s=%q: want a clean path without '.' or '..' segments", field, p)
 	}

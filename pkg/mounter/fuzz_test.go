@@ -40,7 +40,7 @@ func setOps(t *testing.T, v *Volume, ops string) error {
 		switch arg := op[1:]; op[0] {
 		case 'a':
 			name, value, _ := strings.Cut(arg, "=")
-			field = "volume_context." + name
+			field = "volume_context." + FieldName(name)
 			err = v.SetAttribute(name, value)
 		case 'm':
 			field = "volume_capability.mount.mount_flags"

@@ -23,6 +23,9 @@ import (
 // status poll while a mount waits for gcsfuse), so a connection each keeps
 // both sides stateless across restarts of either.
 
+// maxStopWait bounds how long a stop waits for gcsfuse to exit by itself.
+const maxStopWait = 10 * time.Minute
+
 // maxMessage bounds a request or response.
 const maxMessage = 4 << 20
 
@@ -288,7 +291,9 @@ func (h *Host) answer(c *net.UnixConn, allowed func(uint32) bool) wireResponse {
 		}
 		return wireResponse{Sessions: []wireStatus{toWire(st)}}
 	case "stop":
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(req.StopTimeoutMS)*time.Millisecond)
+		// Bounded: a huge value would overflow into a negative duration.
+		wait := time.Duration(min(max(req.StopTimeoutMS, 0), maxStopWait.Milliseconds())) * time.Millisecond
+		ctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
 		if err := h.Daemon.Stop(ctx, req.ID); err != nil {
 			return wireResponse{Error: err.Error()}

@@ -161,7 +161,7 @@ var (
 
 // SetAttribute applies one volume_context entry. Unknown names are rejected.
 func (v *Volume) SetAttribute(name, value string) error {
-	field := "volume_context." + name
+	field := "volume_context." + FieldName(name)
 	switch {
 	case name == AttrBucketName:
 		if value != v.Bucket {
@@ -481,6 +481,21 @@ func joinModes() string {
 		s[i] = string(m)
 	}
 	return strings.Join(s, ", ")
+}
+
+// FieldName is name as it appears in an error: quoted when it is not a
+// plain printable name, so that a newline or a space in a hostile
+// attribute name cannot forge or hide the rest of the message.
+func FieldName(name string) string {
+	for _, r := range name {
+		if r <= ' ' || r == '"' || r == '\\' || r > '~' {
+			return strconv.Quote(name)
+		}
+	}
+	if name == "" {
+		return `""`
+	}
+	return name
 }
 
 // AttributeNames lists every volume attribute a user may set.
