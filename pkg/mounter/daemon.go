@@ -328,6 +328,9 @@ func (d *ProcessDaemon) Stop(ctx context.Context, id string) error {
 	// Still serving after its mount went away: terminate, then kill.
 	klog.InfoS("gcsfuse did not exit after unmount; terminating", "session", id, "pid", p.cmd.Process.Pid)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	// A stopped process (SIGSTOP, a debugger) acts on TERM only once it
+	// runs again.
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-p.done:
 		return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -97,34 +98,66 @@ func (m *Mounter) Health(ctx context.Context, path string) (Health, error) {
 // boundedCheck is the mount check (statfs, then statx, on the real mounter)
 // bounded by CheckTimeout: it never blocks on a hung FUSE daemon.
 func (m *Mounter) boundedCheck(path string) error {
-	done := make(chan error, 1)
-	go func() {
+	_, err := m.checks.do("check "+path, m.cfg.CheckTimeout, func() (any, error) {
 		_, err := m.IsLikelyNotMountPoint(path)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(m.cfg.CheckTimeout):
-		return ErrTimeout
-	}
+		return nil, err
+	})
+	return err
 }
 
 func (m *Mounter) boundedStatfs(path string) (*unix.Statfs_t, error) {
-	type result struct {
-		st  unix.Statfs_t
-		err error
+	v, err := m.checks.do("statfs "+path, m.cfg.CheckTimeout, func() (any, error) {
+		var st unix.Statfs_t
+		err := m.statfs(path, &st)
+		return &st, err
+	})
+	st, _ := v.(*unix.Statfs_t)
+	return st, err
+}
+
+// inflight runs the checks that may hang on a FUSE daemon that does not
+// answer, one at a time per key. A check that timed out stays blocked in
+// its syscall (and holds an OS thread) until gcsfuse answers or its
+// connection is aborted; a later check of the same path waits for that one
+// instead of blocking another thread, so kubelet's periodic stats of a hung
+// volume cost one thread, not one per call.
+type inflight struct {
+	mu    sync.Mutex
+	calls map[string]*flightCall
+}
+
+type flightCall struct {
+	done chan struct{} // closed when f returned
+	v    any
+	err  error
+}
+
+// do runs f for key unless a run for key is still going, and waits up to d
+// for the result; ErrTimeout if there is none by then.
+func (fl *inflight) do(key string, d time.Duration, f func() (any, error)) (any, error) {
+	fl.mu.Lock()
+	c, ok := fl.calls[key]
+	if !ok {
+		if fl.calls == nil {
+			fl.calls = map[string]*flightCall{}
+		}
+		c = &flightCall{done: make(chan struct{})}
+		fl.calls[key] = c
+		go func() {
+			c.v, c.err = f()
+			fl.mu.Lock()
+			delete(fl.calls, key)
+			fl.mu.Unlock()
+			close(c.done)
+		}()
 	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		r.err = m.statfs(path, &r.st)
-		done <- r
-	}()
+	fl.mu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	select {
-	case r := <-done:
-		return &r.st, r.err
-	case <-time.After(m.cfg.CheckTimeout):
+	case <-c.done:
+		return c.v, c.err
+	case <-timer.C:
 		return nil, ErrTimeout
 	}
 }

@@ -61,6 +61,8 @@ type Mounter struct {
 	cfg             Config
 	loops           crashLoops
 	statfs          func(path string, st *unix.Statfs_t) error // unix.Statfs
+	conns           connAborter                                // fusectl: aborts hung sessions
+	checks          inflight                                   // mount checks still running, one per path
 }
 
 // New returns a Mounter. check may be nil (no bucket check).
@@ -75,7 +77,7 @@ func New(cfg Config, mi mount.Interface, fuse FUSE, daemon Daemon, check BucketC
 		cfg.Clock = time.Now
 	}
 	return &Mounter{Interface: mi, fuse: fuse, daemon: daemon, check: check, cfg: cfg,
-		loops: crashLoops{m: map[string]*failure{}, now: cfg.Clock}, statfs: unix.Statfs}
+		loops: crashLoops{m: map[string]*failure{}, now: cfg.Clock}, statfs: unix.Statfs, conns: newFusectl()}
 }
 
 // State is what the mount table and a bounded stat say about a path.
@@ -183,7 +185,7 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 	}
 	if state == Corrupted {
 		klog.InfoS("replacing corrupted mount", "path", mountpoint, "source", mp.Device)
-		if err := m.Teardown(ctx, mountpoint); err != nil {
+		if err := m.teardown(ctx, mountpoint, true); err != nil {
 			return err
 		}
 	}
@@ -234,20 +236,21 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 	}
 	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v), FileCache: fileCache(v), Credentials: v.Credentials}
 	if err := m.daemon.Start(ctx, s, dev); err != nil {
-		m.abandon(mountpoint, sid)
+		m.abandon(mountpoint, source, sid)
 		return err
 	}
 	if err := m.waitReady(ctx, mountpoint, sid); err != nil {
-		m.abandon(mountpoint, sid)
+		m.abandon(mountpoint, source, sid)
 		return err
 	}
 	klog.V(2).InfoS("mounted", "bucket", v.Bucket, "path", mountpoint, "session", sid, "identity", v.Credentials, "duration", time.Since(start))
 	return nil
 }
 
-// abandon undoes a mount whose gcsfuse never became ready.
-func (m *Mounter) abandon(mountpoint, sid string) {
-	if err := m.unmount(mountpoint); err != nil {
+// abandon undoes a mount whose gcsfuse never became ready. Its connection
+// is aborted: a gcsfuse that did not answer in time is not waited for.
+func (m *Mounter) abandon(mountpoint, source, sid string) {
+	if err := m.unmountSession(mountpoint, source, true); err != nil {
 		klog.ErrorS(err, "cleaning up a failed mount", "path", mountpoint)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CheckTimeout)
@@ -315,10 +318,23 @@ func fileCache(v *Volume) bool {
 	return ok && s != "0"
 }
 
+// stopGrace is how long Teardown lets a session's gcsfuse exit by itself
+// once its mount is gone, before the daemon host terminates it (SIGTERM,
+// then SIGKILL 5 s later). Without its mount, gcsfuse has nothing left to
+// serve and exits within milliseconds; one that does not is stopped or
+// stuck, and ignores SIGTERM until it is killed.
+const stopGrace = 2 * time.Second
+
 // Teardown unmounts a session's FUSE mount at mountpoint, waits for its
 // gcsfuse to exit, and removes the mount point and the session's files.
-// A path that is not mounted only has its directory removed.
+// A path that is not mounted only has its directory removed. A session
+// whose gcsfuse does not answer never blocks it: see unmountSession.
 func (m *Mounter) Teardown(ctx context.Context, mountpoint string) error {
+	return m.teardown(ctx, mountpoint, false)
+}
+
+// teardown is Teardown; hung says the caller found the mount not answering.
+func (m *Mounter) teardown(ctx context.Context, mountpoint string, hung bool) error {
 	mp, ok, err := m.lookup(mountpoint)
 	if err != nil {
 		return err
@@ -330,10 +346,10 @@ func (m *Mounter) Teardown(ctx context.Context, mountpoint string) error {
 	if !ours {
 		return fmt.Errorf("refusing to unmount %q: it is a %s mount of %q: %w", mountpoint, mp.Type, mp.Device, ErrNotOurs)
 	}
-	if err := m.unmount(mountpoint); err != nil {
+	if err := m.unmountSession(mountpoint, mp.Device, hung); err != nil {
 		return err
 	}
-	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	stopCtx, cancel := context.WithTimeout(ctx, stopGrace)
 	defer cancel()
 	if err := m.daemon.Stop(stopCtx, sid); err != nil {
 		// The mount is gone, so gcsfuse exits by itself; a mounter that is
@@ -469,25 +485,139 @@ func sameTail(a, b string) bool {
 	return filepath.Base(a) == filepath.Base(b) && filepath.Base(filepath.Dir(a)) == filepath.Base(filepath.Dir(b))
 }
 
-// unmount unmounts target, falling back to a lazy (detach) unmount so that a
-// busy or dead mount never blocks the caller for long.
+// unmount unmounts target, a bind mount, falling back to a lazy (detach)
+// unmount so that a busy or dead mount never blocks the caller for long. It
+// never aborts the FUSE connection: a bind shares it with the session mount
+// and every other bind of the session. Unmounting a bind sends gcsfuse
+// nothing (only the last mount of a FUSE connection ends it, and the kernel
+// then aborts the connection itself): with gcsfuse stopped, it returns at
+// once, or fails busy at once if a file is open in it, and the lazy unmount
+// follows at once.
 func (m *Mounter) unmount(target string) error {
-	done := make(chan error, 1)
-	go func() { done <- m.Unmount(target) }()
-	var err error
-	select {
-	case err = <-done:
-		if err == nil {
-			return nil
-		}
-	case <-time.After(m.cfg.CheckTimeout):
-		err = fmt.Errorf("unmount %q: %w", target, ErrTimeout)
+	_, err := bounded(m.cfg.CheckTimeout, func() error { return m.Unmount(target) })
+	if err == nil {
+		return nil
 	}
 	if lerr := unix.Unmount(target, unix.MNT_DETACH); lerr == nil {
 		klog.InfoS("lazily unmounted after a failed unmount", "path", target, "err", err)
 		return nil
 	}
 	return fmt.Errorf("unmount %q: %w", target, err)
+}
+
+// unmountSession unmounts target, the FUSE mount of a session that is
+// ending (source is its mount source), without ever blocking on its
+// gcsfuse for much longer than CheckTimeout. It aborts the session's FUSE
+// connection (fusectl; see abort_linux.go), so that every request waiting
+// on it fails at once and none can block again, when
+//
+//   - hung: the caller found the mount not answering;
+//   - requests wait on the connection: with every bind gone, only a leftover
+//     user (a process blocked in a lazily detached bind, a stat of our own
+//     that timed out) can be waiting, and gcsfuse is about to be stopped;
+//   - umount(2) fails or does not return within CheckTimeout.
+//
+// A healthy session without users is unmounted as before: the kernel ends
+// the connection itself when its last mount goes. Without fusectl,
+// umount2(MNT_FORCE) aborts the connection instead (FUSE's umount_begin).
+// The last resort is a lazy unmount, if target still shows source.
+func (m *Mounter) unmountSession(target, source string, hung bool) error {
+	conn, cerr := m.conns.lookup(target)
+	if cerr != nil {
+		// Not in the kernel's mount table (a fake one in tests), or not
+		// this driver's FUSE mount there: nothing that may be aborted.
+		klog.V(4).InfoS("no FUSE connection of ours to abort", "path", target, "err", cerr)
+	}
+	aborted, force := false, false
+	abort := func(why string) {
+		if cerr != nil || aborted || force {
+			return
+		}
+		err := m.conns.abort(conn)
+		switch {
+		case errors.Is(err, errNoFusectl):
+			klog.ErrorS(err, "could not abort the FUSE connection with fusectl; unmounting with MNT_FORCE, which aborts it too", "path", target, "connection", conn.ID)
+			force = true
+			return
+		case err != nil:
+			klog.ErrorS(err, "could not abort the FUSE connection", "path", target, "connection", conn.ID)
+			return
+		}
+		aborted = true
+		klog.InfoS("aborted the FUSE connection of a session being torn down: whatever waits on it fails now", "path", target, "connection", conn.ID, "why", why)
+	}
+	if hung {
+		abort("the mount did not answer")
+	} else if cerr == nil {
+		if n, err := m.conns.waiting(conn); err != nil {
+			klog.V(4).InfoS("could not count the requests waiting on the FUSE connection", "path", target, "connection", conn.ID, "err", err)
+		} else if n > 0 {
+			abort(fmt.Sprintf("%d request(s) still wait for gcsfuse", n))
+		}
+	}
+	pending, err := bounded(m.cfg.CheckTimeout, func() error { return m.umount(target, conn, force) })
+	if err == nil {
+		return nil
+	}
+	if !aborted && !force {
+		abort(err.Error())
+		if force {
+			if _, ferr := bounded(time.Second, func() error { return m.umount(target, conn, true) }); ferr == nil {
+				return nil
+			}
+		}
+	}
+	if pending != nil && (aborted || force) {
+		// The connection is aborted: an umount that waited on it returns.
+		select {
+		case perr := <-pending:
+			if perr == nil {
+				return nil
+			}
+		case <-time.After(time.Second):
+		}
+	}
+	// Detach only what is still ours: an umount that returned late may
+	// have uncovered another mount at target.
+	if mp, ok, lerr := m.lookup(target); lerr == nil && (!ok || mp.Device != source) {
+		return nil
+	}
+	if _, lerr := bounded(time.Second, func() error { return unix.Unmount(target, unix.MNT_DETACH) }); lerr == nil {
+		klog.InfoS("lazily unmounted after a failed unmount", "path", target, "err", err, "aborted", aborted || force)
+		return nil
+	}
+	return fmt.Errorf("unmount %q: %w", target, err)
+}
+
+// umount is umount(2) of target; with MNT_FORCE if force, and then only
+// while target still shows conn (MNT_FORCE aborts the connection of
+// whatever is mounted there).
+func (m *Mounter) umount(target string, conn fuseConn, force bool) error {
+	if !force {
+		return m.Unmount(target)
+	}
+	if now, err := m.conns.lookup(target); err != nil || now != conn {
+		return fmt.Errorf("not forcing the unmount of %q: it no longer shows FUSE connection %d of %q (%v)", target, conn.ID, conn.Source, err)
+	}
+	if err := unix.Unmount(target, unix.MNT_FORCE); err != nil {
+		return fmt.Errorf("umount2(2) %q with MNT_FORCE: %w", target, err)
+	}
+	return nil
+}
+
+// bounded runs f and waits up to d for it. If f has not returned by then,
+// it returns ErrTimeout and the channel that gets f's result when it does.
+func bounded(d time.Duration, f func() error) (<-chan error, error) {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return nil, err
+	case <-timer.C:
+		return done, ErrTimeout
+	}
 }
 
 // removeDir removes an empty directory left by a mount; missing is fine.
