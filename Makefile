@@ -48,9 +48,10 @@ e2e: deps build
 e2e-k8s:
 	test/k8s/run.sh
 
-## bench: latency and throughput, against baselines measured in the same run
+## bench: latency, read throughput per profile and small-file listing, against
+## baselines measured in the same run; rewrites docs/benchmarks.md and its charts
 bench: deps build
-	$(GO) run ./test/bench
+	$(GO) run ./test/bench -doc docs/benchmarks.md
 
 ## demo: a bucket on a local fake GCS, mounted through the driver (Ctrl-C cleans up)
 demo: deps build
@@ -115,3 +116,5 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzResolveCredentials$$' -fuzztime $(FUZZTIME) ./pkg/driver
 	$(GO) test -run '^$$' -fuzz '^FuzzVolumeSetters$$' -fuzztime $(FUZZTIME) ./pkg/mounter
 	$(GO) test -run '^$$' -fuzz '^FuzzHostRequest$$' -fuzztime $(FUZZTIME) ./pkg/mounter
+	$(GO) test -run '^$$' -fuzz '^FuzzParseParameters$$' -fuzztime $(FUZZTIME) ./pkg/controller
+	$(GO) test -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./pkg/controller

@@ -2,6 +2,9 @@
 // buckets into pods through gcsfuse.
 //
 //	gcsfuse-csi node [flags]     CSI Identity + Node service (privileged)
+//	gcsfuse-csi controller [flags]
+//	                             CSI Identity + Controller service: creates
+//	                             and deletes buckets and prefixes (no privilege)
 //	gcsfuse-csi mounter [flags]  FUSE daemon host: runs gcsfuse on fds the
 //	                             node hands it (no privilege needed)
 //	gcsfuse-csi probe [flags]    exit 0 if the driver at --endpoint is ready
@@ -33,7 +36,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node|mounter|probe|version [flags]   (gcsfuse-csi node --help lists the flags)")
+		fmt.Fprintln(os.Stderr, "usage: gcsfuse-csi node|controller|mounter|probe|version [flags]   (gcsfuse-csi node --help lists the flags)")
 		return fmt.Errorf("no mode given")
 	}
 	switch args[0] {
@@ -44,9 +47,11 @@ func run(args []string) error {
 		return probe(args[1:])
 	case "mounter":
 		return runMounter(args[1:])
+	case "controller":
+		return runController(args[1:])
 	case "node":
 	default:
-		return fmt.Errorf("unknown mode %q: want node, mounter, probe or version", args[0])
+		return fmt.Errorf("unknown mode %q: want node, controller, mounter, probe or version", args[0])
 	}
 	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
 	var opts driver.Options

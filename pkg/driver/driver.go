@@ -1,4 +1,5 @@
-// Package driver implements the CSI Identity and Node services.
+// Package driver implements the CSI Identity and Node services, and the
+// Controller service of `gcsfuse-csi controller` (controller.go).
 package driver
 
 import (
@@ -18,6 +19,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/gcs"
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/metrics"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 )
 
@@ -38,6 +40,7 @@ type Driver struct {
 	volumeLocks  tryLocks   // NodeStage/NodeUnstage, by volume id
 	sessionLocks keyedMutex // inline sessions, by mount point
 	stageCreds   stageCredentials
+	metrics      *metrics.Node // nil without --metrics-address
 }
 
 // Deps are the OS-facing parts of the driver; nil fields get the real ones.
@@ -104,12 +107,18 @@ func New(opts Options, deps Deps) (*Driver, error) {
 		MountTimeout:     opts.MountTimeout,
 		Clock:            deps.Clock,
 	}
-	return &Driver{
+	node := newMetrics(opts, &cfg)
+	d := &Driver{
 		opts:       opts,
 		mounter:    mounter.New(cfg, deps.Mount, deps.FUSE, deps.Daemon, deps.Check),
 		ready:      deps.Ready,
 		stageCreds: stageCredentials{dir: filepath.Join(opts.StateDir, stagedDir)},
-	}, nil
+		metrics:    node,
+	}
+	if node != nil {
+		node.Watch(d.mounter)
+	}
+	return d, nil
 }
 
 // nodeReady is true when this process can do its part of a mount right
@@ -187,7 +196,13 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %q: %w", sock, err)
 	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logCalls))
+	stopMetrics, err := d.serveMetrics()
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer stopMetrics()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(d.interceptors()...))
 	csi.RegisterIdentityServer(srv, d)
 	csi.RegisterNodeServer(srv, d)
 	servers := []*grpc.Server{srv}

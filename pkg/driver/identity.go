@@ -15,7 +15,8 @@ func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi
 }
 
 // GetPluginCapabilities: the node service has no plugin-level capabilities
-// (no controller service yet, no topology).
+// (the controller service is its own process, `gcsfuse-csi controller`,
+// with its own Identity; no topology).
 func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
 	return &csi.GetPluginCapabilitiesResponse{}, nil
 }

@@ -51,6 +51,8 @@ type Options struct {
 	IAMEndpoint   string
 	WIProvider    string
 	TokenAudience string
+	// MetricsAddress, when set, is where /metrics is served (host:port).
+	MetricsAddress string
 }
 
 // AddFlags registers the options on fs with their defaults.
@@ -75,6 +77,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.IAMEndpoint, "iam-credentials-endpoint", auth.DefaultIAMEndpoint, "IAM Credentials API base, for volumes that impersonate a googleServiceAccount")
 	fs.StringVar(&o.WIProvider, "workload-identity-provider", "", "default workload identity pool provider (STS audience) for auth=workloadIdentity volumes, e.g. //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER")
 	fs.StringVar(&o.TokenAudience, "token-audience", "", "audience of the kubelet token (CSIDriver tokenRequests) to exchange; empty: the only token kubelet sends")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", "", "host:port to serve Prometheus metrics on at /metrics, e.g. :9920 or 127.0.0.1:9920 (empty: no metrics, and gcsfuse's own are not collected)")
 }
 
 var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
@@ -132,6 +135,9 @@ func (o *Options) Validate() error {
 		if u, err := url.Parse(e.value); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("--%s=%q: want an http(s) URL", e.flag, e.value))
 		}
+	}
+	if err := validateMetricsAddress(o.MetricsAddress); err != nil {
+		errs = append(errs, err)
 	}
 	if o.MountTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--mount-timeout=%s: want a positive duration", o.MountTimeout))

@@ -363,12 +363,12 @@ func (d *stopDaemon) Stop(_ context.Context, id string) error {
 }
 
 type unmountEnv struct {
-	m            *Mounter
-	fm           *mount.FakeMounter
-	conns        *recordingConns
-	daemon       *stopDaemon
-	stage, bind  string
-	source, hang string
+	m           *Mounter
+	fm          *mount.FakeMounter
+	conns       *recordingConns
+	daemon      *stopDaemon
+	stage, bind string
+	source      string
 }
 
 func newUnmountEnv(t *testing.T) *unmountEnv {

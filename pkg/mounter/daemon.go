@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,13 @@ type Session struct {
 	// host serves their tokens to gcsfuse on a socket in the session's
 	// directory (--token-url); nil is the node's own credentials.
 	Credentials *auth.Credentials `json:"credentials,omitempty"`
+	// Metrics asks the daemon host to collect gcsfuse's own metrics for
+	// this session (MetricsSource): the node driver serves metrics.
+	Metrics bool `json:"metrics,omitempty"`
+	// KernelParams asks gcsfuse to write the kernel settings it wants for
+	// its mount to a file in the session's directory (kernel_linux.go);
+	// Status returns them.
+	KernelParams bool `json:"kernelParams,omitempty"`
 }
 
 // SessionStatus is what a Daemon knows about a session.
@@ -52,6 +60,9 @@ type SessionStatus struct {
 	// Err says why an exited session stopped: its exit status and the last
 	// lines gcsfuse logged.
 	Err error
+	// KernelParams are the kernel settings gcsfuse asked for, once it has
+	// written them (Session.KernelParams).
+	KernelParams []KernelParam
 }
 
 // Daemon hosts FUSE daemons (gcsfuse) on connections the privileged side has
@@ -95,6 +106,7 @@ type ProcessDaemon struct {
 
 	mu       sync.Mutex
 	sessions map[string]*proc
+	counters daemonMetrics
 }
 
 type proc struct {
@@ -106,7 +118,10 @@ type proc struct {
 	err      error         // Wait's result, valid after done
 	exited   time.Time     // valid after done
 	tail     *tail
-	tokens   *tokenServer // nil for anonymous sessions
+	tokens   *tokenServer  // nil for anonymous sessions
+	metrics  *otlpReceiver // nil unless Session.Metrics
+	stopping atomic.Bool   // Stop or StopAll is ending it
+	params   string        // gcsfuse's kernel parameters file; "" if not asked for
 }
 
 // NewProcessDaemon returns a Daemon running gcsfuse from binary, with
@@ -179,6 +194,22 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 		}
 		args = append(args, "--token-url=unix://"+sock)
 	}
+	params := ""
+	if s.KernelParams {
+		params = filepath.Join(dir, kernelParamsName)
+		args = append(args, "--kernel-params-file="+params)
+	}
+	var metrics *otlpReceiver
+	if s.Metrics {
+		var margs []string
+		var err error
+		if metrics, margs, err = metricsArgs(s); err != nil {
+			tokens.close()
+			_ = os.RemoveAll(dir)
+			return err
+		}
+		args = append(args, margs...)
+	}
 	args = append(args, s.Bucket, "/dev/fd/3")
 	cmd := exec.Command(d.Binary, args...)
 	cmd.ExtraFiles = []*os.File{dev} // fd 3 in the child
@@ -190,15 +221,17 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tokens.close()
+		metrics.close()
 		return err
 	}
 	cmd.Stderr = cmd.Stdout
 	if err := spawn(cmd); err != nil {
 		tokens.close()
+		metrics.close()
 		_ = os.RemoveAll(dir)
 		return fmt.Errorf("start gcsfuse: %w", err)
 	}
-	p := &proc{cmd: cmd, bucket: s.Bucket, identity: s.Credentials.Identity(), started: time.Now(), done: make(chan struct{}), tail: &tail{max: 8}, tokens: tokens}
+	p := &proc{cmd: cmd, bucket: s.Bucket, identity: s.Credentials.Identity(), started: time.Now(), done: make(chan struct{}), tail: &tail{max: 8}, tokens: tokens, metrics: metrics, params: params}
 	d.sessions[s.ID] = p
 	logf := d.Logf
 	if logf == nil {
@@ -209,6 +242,10 @@ func (d *ProcessDaemon) Start(ctx context.Context, s Session, dev *os.File) erro
 		p.err = cmd.Wait() // reaps: no zombies
 		p.exited = time.Now()
 		p.tokens.close()
+		p.metrics.close()
+		if p.err != nil && !p.stopping.Load() {
+			d.counters.deaths.Add(1)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			klog.ErrorS(err, "removing session dir", "session", s.ID)
 		}
@@ -261,6 +298,12 @@ func (p *proc) status(id string) SessionStatus {
 		st.Exited = p.exited
 		st.Err = fmt.Errorf("gcsfuse exited (%s): %s", errString(p.err), p.tail.String())
 	default:
+		if p.params != "" {
+			var err error
+			if st.KernelParams, err = readKernelParams(p.params); err != nil {
+				klog.V(4).InfoS("reading gcsfuse's kernel parameters", "session", id, "err", err)
+			}
+		}
 	}
 	return st
 }
@@ -326,6 +369,7 @@ func (d *ProcessDaemon) Stop(ctx context.Context, id string) error {
 	case <-ctx.Done():
 	}
 	// Still serving after its mount went away: terminate, then kill.
+	p.stopping.Store(true)
 	klog.InfoS("gcsfuse did not exit after unmount; terminating", "session", id, "pid", p.cmd.Process.Pid)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	// A stopped process (SIGSTOP, a debugger) acts on TERM only once it
@@ -347,6 +391,7 @@ func (d *ProcessDaemon) StopAll() {
 	procs := maps.Clone(d.sessions)
 	d.mu.Unlock()
 	for _, p := range procs {
+		p.stopping.Store(true)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}

@@ -50,6 +50,11 @@ type Config struct {
 	MountTimeout     time.Duration    // gcsfuse start-up budget
 	CheckTimeout     time.Duration    // budget for a stat or unmount that may hang
 	Clock            func() time.Time // crash-loop backoff clock; nil: time.Now
+	// GCSFuseMetrics asks the daemon host to collect each gcsfuse's own
+	// metrics (Session.Metrics); Observer, if set, times every mount that
+	// starts gcsfuse. Both are for the driver's metrics (observe.go).
+	GCSFuseMetrics bool
+	Observer       Observer
 }
 
 // Mounter makes and removes gcsfuse mounts and bind mounts.
@@ -62,6 +67,7 @@ type Mounter struct {
 	loops           crashLoops
 	statfs          func(path string, st *unix.Statfs_t) error // unix.Statfs
 	conns           connAborter                                // fusectl: aborts hung sessions
+	tuner           *kernelTuner                               // per-mount kernel settings (kernel_linux.go)
 	checks          inflight                                   // mount checks still running, one per path
 }
 
@@ -76,8 +82,10 @@ func New(cfg Config, mi mount.Interface, fuse FUSE, daemon Daemon, check BucketC
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	fc := newFusectl()
 	return &Mounter{Interface: mi, fuse: fuse, daemon: daemon, check: check, cfg: cfg,
-		loops: crashLoops{m: map[string]*failure{}, now: cfg.Clock}, statfs: unix.Statfs, conns: newFusectl()}
+		loops: crashLoops{m: map[string]*failure{}, now: cfg.Clock}, statfs: unix.Statfs, conns: fc,
+		tuner: &kernelTuner{bdiDir: "/sys/class/bdi", ctlDir: fc.ctlDir}}
 }
 
 // State is what the mount table and a bounded stat say about a path.
@@ -189,7 +197,10 @@ func (m *Mounter) EnsureMounted(ctx context.Context, mountpoint string, v *Volum
 			return err
 		}
 	}
-	if err := m.mount(ctx, mountpoint, source, sid, v); err != nil {
+	mountStart := time.Now()
+	err = m.mount(ctx, mountpoint, source, sid, v)
+	m.observe(mountStart, state == Corrupted, err)
+	if err != nil {
 		if !errors.Is(err, ErrDaemonUnavailable) && ctx.Err() == nil {
 			m.loops.failed(sid, err)
 		}
@@ -234,7 +245,8 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 	if err != nil {
 		return err
 	}
-	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v), FileCache: fileCache(v), Credentials: v.Credentials}
+	t := v.Tuning()
+	s := Session{ID: sid, Bucket: v.Bucket, Args: m.sessionArgs(v, t), FileCache: t.FileCache(), Credentials: v.Credentials, KernelParams: t.KernelReader, Metrics: m.cfg.GCSFuseMetrics}
 	if err := m.daemon.Start(ctx, s, dev); err != nil {
 		m.abandon(mountpoint, source, sid)
 		return err
@@ -243,6 +255,7 @@ func (m *Mounter) mount(ctx context.Context, mountpoint, source, sid string, v *
 		m.abandon(mountpoint, source, sid)
 		return err
 	}
+	m.tune(ctx, mountpoint, sid, t)
 	klog.V(2).InfoS("mounted", "bucket", v.Bucket, "path", mountpoint, "session", sid, "identity", v.Credentials, "duration", time.Since(start))
 	return nil
 }
@@ -289,12 +302,13 @@ func (m *Mounter) waitReady(ctx context.Context, mountpoint, sid string) error {
 	}
 }
 
-// sessionArgs adds the driver-owned flags to the volume's own. The temp and
-// cache dirs are the daemon host's to choose (Session.FileCache).
-func (m *Mounter) sessionArgs(v *Volume) []string {
-	args := v.Args()
+// sessionArgs adds the driver-owned flags to the volume's own, tuned by its
+// profile (t). The temp and cache dirs are the daemon host's to choose
+// (Session.FileCache).
+func (m *Mounter) sessionArgs(v *Volume, t Tuning) []string {
+	args := t.Args()
 	set := func(flag, value string) {
-		if _, ok := v.Flag(flag); !ok {
+		if _, ok := t.Flags[flag]; !ok {
 			args = append(args, "--"+flag+"="+value)
 		}
 	}
@@ -311,11 +325,6 @@ func (m *Mounter) sessionArgs(v *Volume) []string {
 		args = append(args, "--enable-atomic-rename-object=false")
 	}
 	return append(args, "--trace-exporters=") // no telemetry exporters: they look for credentials
-}
-
-func fileCache(v *Volume) bool {
-	s, ok := v.Flag("file-cache-max-size-mb")
-	return ok && s != "0"
 }
 
 // stopGrace is how long Teardown lets a session's gcsfuse exit by itself

@@ -30,7 +30,7 @@ const maxStopWait = 10 * time.Minute
 const maxMessage = 4 << 20
 
 type wireRequest struct {
-	Op      string   `json:"op"` // start, status, stop, list, refresh
+	Op      string   `json:"op"` // start, status, stop, list, refresh, metrics
 	Session *Session `json:"session,omitempty"`
 	ID      string   `json:"id,omitempty"`
 	// StopTimeoutMS is how long stop waits for gcsfuse to exit by itself.
@@ -41,6 +41,8 @@ type wireResponse struct {
 	Error    string       `json:"error,omitempty"`
 	Unknown  bool         `json:"unknown,omitempty"` // ErrUnknownSession
 	Sessions []wireStatus `json:"sessions,omitempty"`
+	// Metrics answers "metrics" (gcsfuse_metrics.go).
+	Metrics []MetricFamily `json:"metrics,omitempty"`
 }
 
 type wireStatus struct {
@@ -53,10 +55,12 @@ type wireStatus struct {
 	// Identity is who the session authenticates as: never a secret.
 	Identity string `json:"identity,omitempty"`
 	Err      string `json:"err,omitempty"`
+	// KernelParams: SessionStatus.KernelParams.
+	KernelParams []KernelParam `json:"kernelParams,omitempty"`
 }
 
 func toWire(s SessionStatus) wireStatus {
-	w := wireStatus{ID: s.ID, Bucket: s.Bucket, PID: s.PID, Started: s.Started, Exited: s.Exited, Running: s.Running, Identity: s.Identity}
+	w := wireStatus{ID: s.ID, Bucket: s.Bucket, PID: s.PID, Started: s.Started, Exited: s.Exited, Running: s.Running, Identity: s.Identity, KernelParams: s.KernelParams}
 	if s.Err != nil {
 		w.Err = s.Err.Error()
 	}
@@ -64,7 +68,7 @@ func toWire(s SessionStatus) wireStatus {
 }
 
 func fromWire(w wireStatus) SessionStatus {
-	s := SessionStatus{ID: w.ID, Bucket: w.Bucket, PID: w.PID, Started: w.Started, Exited: w.Exited, Running: w.Running, Identity: w.Identity}
+	s := SessionStatus{ID: w.ID, Bucket: w.Bucket, PID: w.PID, Started: w.Started, Exited: w.Exited, Running: w.Running, Identity: w.Identity, KernelParams: w.KernelParams}
 	if w.Err != "" {
 		s.Err = errors.New(w.Err)
 	}
@@ -311,6 +315,12 @@ func (h *Host) answer(c *net.UnixConn, allowed func(uint32) bool) wireResponse {
 			return wireResponse{Error: err.Error()}
 		}
 		return wireResponse{}
+	case "metrics":
+		fams, err := h.Daemon.Metrics(ctx)
+		if err != nil {
+			return wireResponse{Error: err.Error()}
+		}
+		return wireResponse{Metrics: fams}
 	case "list":
 		list, _ := h.Daemon.List(ctx)
 		out := make([]wireStatus, 0, len(list))
@@ -319,7 +329,7 @@ func (h *Host) answer(c *net.UnixConn, allowed func(uint32) bool) wireResponse {
 		}
 		return wireResponse{Sessions: out}
 	default:
-		return wireResponse{Error: fmt.Sprintf("unknown op %q: want start, status, stop, list or refresh", req.Op)}
+		return wireResponse{Error: fmt.Sprintf("unknown op %q: want start, status, stop, list, refresh or metrics", req.Op)}
 	}
 }
 

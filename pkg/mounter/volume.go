@@ -27,6 +27,8 @@ type Volume struct {
 	field map[string]string
 	// kernel holds the kernel mount options asked for (ro, noexec, noatime).
 	kernel map[string]bool
+	// profile is the profile attribute ("": the default profile).
+	profile Profile
 	// SkipAccessCheck turns off the bucket check done before mounting.
 	SkipAccessCheck bool
 	// Auth is what the volume attributes say about credentials; the driver
@@ -102,6 +104,13 @@ var allowList = []flagSpec{
 	{flag: "enable-nonexistent-type-cache", kind: kindBool, doc: "cache not-found types"},
 	{flag: "enable-streaming-writes", kind: kindBool, doc: "upload writes as they happen instead of staging them locally"},
 	{flag: "enable-buffered-read", kind: kindBool, doc: "prefetch into memory (about +320 MB per mount)"},
+	{flag: "enable-kernel-reader", attr: "kernelReader", kind: kindBool, doc: "read through the kernel's read-ahead and page cache; excludes a file cache"},
+	{flag: "max-read-ahead-kb", attr: "readAheadKB", kind: kindInt, min: 0, max: maxReadAheadKB, doc: "the mount's kernel read-ahead (bdi read_ahead_kb), applied by the driver"},
+	// Up to the kernel's default max_pages_limit: more would need a
+	// node-wide change the driver does not make (profiles.go).
+	{flag: "fuse-max-request-size-kb", kind: kindInt, min: 4, max: 1024, doc: "largest FUSE read request with the kernel reader"},
+	{flag: "experimental-enable-dentry-cache", kind: kindBool, doc: "kernel dentry cache with the metadata cache's TTL"},
+	{flag: "experimental-enable-readdirplus", kind: kindBool, doc: "attributes with directory listings (READDIRPLUS)"},
 }
 
 // denied names gcsfuse flags and kernel options a volume must never set,
@@ -182,6 +191,8 @@ func (v *Volume) SetAttribute(name, value string) error {
 		}
 		v.SkipAccessCheck = b
 		return nil
+	case name == AttrProfile:
+		return v.setProfile(value, field)
 	case name == AttrAuth:
 		if !slices.Contains(auth.Modes, auth.Mode(value)) {
 			return fmt.Errorf("%s=%q: want one of %s", field, value, joinModes())
@@ -298,7 +309,7 @@ func (v *Volume) setFlag(spec *flagSpec, raw, field string) error {
 		return fmt.Errorf("%s sets %s=%s but %s already set it to %s", field, spec.flag, value, v.field[spec.flag], old)
 	}
 	v.flags[spec.flag], v.field[spec.flag] = value, field
-	return nil
+	return v.checkFlagConflicts(field)
 }
 
 // normalize validates raw for this flag and returns its canonical form.
@@ -464,7 +475,13 @@ func (v *Volume) Key() string {
 			parts[i] = strconv.Quote(p)
 		}
 	}
-	return strings.Join(parts, " ") + " o=" + strings.Join(v.KernelOptions(), ",")
+	key := strings.Join(parts, " ") + " o=" + strings.Join(v.KernelOptions(), ",")
+	if v.Profile() != ProfileDefault {
+		// Only a non-default profile shows: session ids of volumes that
+		// name no profile stay what they were.
+		key += " profile=" + string(v.profile)
+	}
+	return key
 }
 
 // SessionID names the gcsfuse session that serves v at mountpoint. It is
@@ -500,7 +517,7 @@ func FieldName(name string) string {
 
 // AttributeNames lists every volume attribute a user may set.
 func AttributeNames() []string {
-	names := []string{AttrBucketName, AttrMountOptions, AttrSkipAccessCheck, AttrAuth, AttrServiceAccount, AttrProvider}
+	names := []string{AttrBucketName, AttrMountOptions, AttrSkipAccessCheck, AttrAuth, AttrServiceAccount, AttrProvider, AttrProfile}
 	for _, s := range allowList {
 		if s.attr != "" {
 			names = append(names, s.attr)

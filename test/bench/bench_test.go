@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +33,7 @@ func TestBenchSmoke(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	var progress bytes.Buffer
-	rep, err := Run(ctx, Config{ObjectMiB: 4, ReadTrials: 2, ReadWarmup: 0, FreshN: 3, StagedN: 3}, &progress)
+	rep, err := Run(ctx, Config{ObjectMiB: 4, ReadTrials: 2, ReadWarmup: 0, FreshN: 3, StagedN: 3, Candidates: true, SmallN: 20, SmallTrials: 1}, &progress)
 	if rep != nil {
 		var out strings.Builder
 		rep.Print(&out)
@@ -41,8 +44,14 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	t.Logf("took %s", time.Since(start))
 
-	if len(rep.Latency) != 11 || len(rep.Reads) != 3 {
-		t.Errorf("got %d latency rows and %d read rows, want 11 and 3", len(rep.Latency), len(rep.Reads))
+	wantReads := 4 + len(profilesMeasured) + len(candidates)
+	if len(rep.Latency) != 12 || len(rep.Reads) != wantReads || len(rep.Small) != 2+len(profilesMeasured) {
+		t.Errorf("got %d latency rows, %d read rows and %d small-file rows, want 12, %d and %d", len(rep.Latency), len(rep.Reads), len(rep.Small), wantReads, 2+len(profilesMeasured))
+	}
+	for _, r := range rep.Small {
+		if r.Trials != 1 || r.LsCold <= 0 || r.LsAgain <= 0 || r.ReadAll <= 0 || r.LsVsBase <= 0 {
+			t.Errorf("small-file row %q: %+v, want positive values", r.Name, r)
+		}
 	}
 	for _, r := range rep.Latency {
 		if r.N <= 0 || r.P50 <= 0 || r.P90 < r.P50 {
@@ -50,6 +59,9 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 	for _, r := range rep.Reads {
+		if r.ID != pathRaw && r.PeakRSS <= 0 {
+			t.Errorf("read row %q: no gcsfuse peak RSS", r.Name)
+		}
 		if r.Trials != 2 || r.Median <= 0 || r.Min <= 0 || r.VsRaw <= 0 {
 			t.Errorf("read row %q: trials=%d median=%.1f min=%.1f vsRaw=%.2f, want 2 trials and positive values", r.Name, r.Trials, r.Median, r.Min, r.VsRaw)
 		}
@@ -57,8 +69,36 @@ func TestBenchSmoke(t *testing.T) {
 	if rep.CSIvsDirect <= 0 || rep.DriverRSS <= 0 || rep.DriverHWM < rep.DriverRSS {
 		t.Errorf("CSI/direct=%.2f driver RSS=%d KiB HWM=%d KiB, want positive", rep.CSIvsDirect, rep.DriverRSS, rep.DriverHWM)
 	}
-	if !strings.Contains(rep.DirectCmd, "--custom-endpoint=") || !strings.Contains(rep.DirectCmd, "allow_other") {
+	if !strings.Contains(rep.DirectCmd, "--custom-endpoint=") || !strings.Contains(rep.DirectCmd, "allow_other") || !strings.Contains(rep.DirectCmd, "--enable-kernel-reader=true") {
 		t.Errorf("direct gcsfuse command %q lacks the driver's flags", rep.DirectCmd)
+	}
+	// The doc and its charts: well-formed SVG, every table in the markdown.
+	doc := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := rep.WriteDoc(doc); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"](benchmarks-read.svg)", "](benchmarks-ls.svg)", "profile read-mostly", "`ls -l` cold"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("benchmarks.md lacks %q", want)
+		}
+	}
+	for _, svg := range []string{"benchmarks-read.svg", "benchmarks-ls.svg"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(doc), svg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(bytes.NewReader(b))
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s is not well-formed XML: %v", svg, err)
+			}
+		}
 	}
 	// Run has torn everything down: nothing may stay mounted, and the work
 	// dir is gone.

@@ -50,6 +50,9 @@ type Env struct {
 	// -o allow_other; directEnv is that process's environment.
 	directArgs []string
 	directEnv  []string
+	// defaultArgs are directArgs without the driver's tuning: gcsfuse's own
+	// defaults, with the same endpoint, identity and paths.
+	defaultArgs []string
 
 	// What may be mounted right now (added before the call that may mount,
 	// removed after the call that unmounts succeeds).
@@ -156,6 +159,7 @@ func (e *Env) warmUp(ctx context.Context) error {
 	if e.directArgs, err = directFlags(argv, readBucket, filepath.Join(e.Dir, "direct-tmp")); err != nil {
 		return err
 	}
+	e.defaultArgs = gcsfuseDefaults(e.directArgs)
 	if err := os.MkdirAll(filepath.Join(e.Dir, "direct-tmp"), 0o700); err != nil {
 		return err
 	}
@@ -181,6 +185,9 @@ func directFlags(argv []string, bucket, tmp string) ([]string, error) {
 		switch {
 		case strings.HasPrefix(a, "--temp-dir="):
 			flags = append(flags, "--temp-dir="+tmp)
+		case strings.HasPrefix(a, "--kernel-params-file="):
+			// The driver's session file; run directly, gcsfuse applies
+			// its kernel settings itself (it is root here).
 		case strings.HasPrefix(a, "-"):
 			flags = append(flags, a)
 		default:
@@ -228,8 +235,12 @@ func capability() *csi.VolumeCapability {
 }
 
 func (e *Env) stage(ctx context.Context, volumeID, path string) error {
+	return e.stageWith(ctx, volumeID, path, nil)
+}
+
+func (e *Env) stageWith(ctx context.Context, volumeID, path string, attrs map[string]string) error {
 	e.staged[path] = volumeID
-	_, err := e.Driver.Node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: volumeID, StagingTargetPath: path, VolumeCapability: capability()})
+	_, err := e.Driver.Node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: volumeID, StagingTargetPath: path, VolumeCapability: capability(), VolumeContext: attrs})
 	return err
 }
 
@@ -242,8 +253,12 @@ func (e *Env) unstage(ctx context.Context, volumeID, path string) error {
 }
 
 func (e *Env) publish(ctx context.Context, volumeID, stage, target string) error {
+	return e.publishWith(ctx, volumeID, stage, target, nil)
+}
+
+func (e *Env) publishWith(ctx context.Context, volumeID, stage, target string, attrs map[string]string) error {
 	e.published[target] = volumeID
-	_, err := e.Driver.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: volumeID, StagingTargetPath: stage, TargetPath: target, VolumeCapability: capability()})
+	_, err := e.Driver.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: volumeID, StagingTargetPath: stage, TargetPath: target, VolumeCapability: capability(), VolumeContext: attrs})
 	return err
 }
 

@@ -5,10 +5,15 @@
 //     gcsfuse, each time), and NodePublish/NodeUnpublish of a staged volume
 //     next to the bind mounts it boils down to (mount(8) and mount(2));
 //   - cold sequential read throughput of one large object by a raw HTTP GET
-//     (the ceiling), by gcsfuse run directly with the driver's own flags, and
-//     through a CSI target path, interleaved per trial.
+//     (the ceiling), by gcsfuse run directly with its own defaults and with
+//     the driver's flags, and through a CSI target path with each profile
+//     (and the candidate tunings the default was chosen from), interleaved
+//     per trial, with each gcsfuse's peak RSS;
+//   - `ls -l` (twice) and reading every file of a directory of small
+//     objects, for gcsfuse's defaults and each profile.
 //
-// It prints markdown tables to stdout (progress goes to stderr):
+// It prints markdown tables to stdout (progress goes to stderr), and with
+// -doc writes them, with SVG charts, to a markdown file:
 //
 //	make bench
 //	go run ./test/bench -object-mib=512 -read-trials=7
@@ -46,19 +51,24 @@ type Config struct {
 	StagedN    int // staged-volume publish samples
 	DriverV    int // driver klog verbosity (logging costs latency)
 	KeepDir    bool
+	// Candidates adds the read tunings the default was chosen from.
+	Candidates  bool
+	SmallN      int    // small objects (4 KiB) in one directory; 0 skips
+	SmallTrials int    // small-file trials per configuration
+	Doc         string // write the report, with SVG charts, to this markdown file
 }
 
 // DefaultConfig keeps a whole run well under 3 minutes on 2 cores.
 func DefaultConfig() Config {
-	return Config{ObjectMiB: 256, ReadTrials: 5, ReadWarmup: 1, FreshN: 20, StagedN: 50}
+	return Config{ObjectMiB: 256, ReadTrials: 5, ReadWarmup: 1, FreshN: 20, StagedN: 50, Candidates: true, SmallN: 2000, SmallTrials: 3}
 }
 
 func (c Config) validate() error {
 	if c.ObjectMiB < 1 || c.ReadTrials < 1 || c.FreshN < 1 || c.StagedN < 1 {
 		return fmt.Errorf("-object-mib, -read-trials, -fresh-n and -staged-n must be at least 1")
 	}
-	if c.ReadWarmup < 0 {
-		return fmt.Errorf("-read-warmup must not be negative")
+	if c.ReadWarmup < 0 || c.SmallN < 0 || (c.SmallN > 0 && c.SmallTrials < 1) {
+		return fmt.Errorf("-read-warmup and -small-n must not be negative, -small-trials at least 1")
 	}
 	return nil
 }
@@ -72,6 +82,10 @@ func main() {
 	flag.IntVar(&cfg.StagedN, "staged-n", cfg.StagedN, "staged-volume NodePublish/NodeUnpublish samples (a new target path each)")
 	flag.IntVar(&cfg.DriverV, "driver-v", cfg.DriverV, "driver log verbosity (-v); logging is on the timed path")
 	flag.BoolVar(&cfg.KeepDir, "keep", cfg.KeepDir, "keep the work directory (driver and gcsfuse logs) after the run")
+	flag.BoolVar(&cfg.Candidates, "candidates", cfg.Candidates, "also read with the tunings the default profile was chosen from")
+	flag.IntVar(&cfg.SmallN, "small-n", cfg.SmallN, "4 KiB objects in one directory for ls -l and read-all per profile (0 skips)")
+	flag.IntVar(&cfg.SmallTrials, "small-trials", cfg.SmallTrials, "small-file trials per configuration")
+	flag.StringVar(&cfg.Doc, "doc", cfg.Doc, "also write the report as markdown, with SVG charts next to it (e.g. docs/benchmarks.md)")
 	flag.Parse()
 	os.Exit(run(cfg))
 }
@@ -99,6 +113,13 @@ func run(cfg Config) int {
 	if rep != nil {
 		rep.Elapsed = time.Since(start)
 		rep.Print(os.Stdout)
+		if cfg.Doc != "" && err == nil {
+			if derr := rep.WriteDoc(cfg.Doc); derr != nil {
+				fmt.Fprintln(os.Stderr, "bench:", derr)
+				return 1
+			}
+			fmt.Fprintln(os.Stderr, "bench: wrote", cfg.Doc)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -147,11 +168,21 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (rep *Report, err 
 			return rep, fmt.Errorf("read warm-up: %w", err)
 		}
 	}
-	env.logf("cold reads: %d trials x (raw GET, direct gcsfuse, CSI) of %d MiB", cfg.ReadTrials, cfg.ObjectMiB)
+	env.logf("cold reads: %d trials x %d read paths of %d MiB", cfg.ReadTrials, len(env.readPaths()), cfg.ObjectMiB)
 	reads, err := env.ReadTrials(ctx, cfg.ReadTrials)
 	rep.addReads(reads)
 	if err != nil {
 		return rep, fmt.Errorf("reads: %w", err)
+	}
+
+	if cfg.SmallN > 0 {
+		env.logf("small files: %d x 4 KiB in one directory; %d trials x (direct, each profile): ls -l, again, read all", cfg.SmallN, cfg.SmallTrials)
+		env.uploadSmall(cfg.SmallN)
+		small, err := env.SmallTrials(ctx, cfg.SmallTrials)
+		rep.addSmall(small)
+		if err != nil {
+			return rep, fmt.Errorf("small files: %w", err)
+		}
 	}
 
 	rep.DriverRSS, rep.DriverHWM, err = harness.Memory(env.Driver.Pid())

@@ -16,6 +16,8 @@ import (
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"golang.org/x/sys/unix"
+
+	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
 )
 
 // readBuf is the read size of every read path: what a simple sequential
@@ -226,6 +228,9 @@ type ReadResult struct {
 	// gcsfuse exec to a FUSE statfs answering, for CSI NodeStage plus
 	// NodePublish; 0 for the raw GET.
 	Setup time.Duration
+	// PeakRSS is the serving gcsfuse's VmHWM (KiB) after the read; 0 for
+	// the raw GET.
+	PeakRSS int64
 }
 
 // MiBps is the read's throughput in MiB/s.
@@ -263,13 +268,18 @@ func (e *Env) ReadRawGET(ctx context.Context) (ReadResult, error) {
 // ReadDirect runs gcsfuse itself with the driver's flags on a new plain
 // directory, reads the object through it, unmounts, and waits for gcsfuse.
 func (e *Env) ReadDirect(ctx context.Context) (ReadResult, error) {
+	return e.readDirect(ctx, e.directArgs)
+}
+
+// readDirect is ReadDirect with gcsfuse flags args.
+func (e *Env) readDirect(ctx context.Context, args []string) (ReadResult, error) {
 	dir := filepath.Join(e.Dir, "direct", e.name("mnt"))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return ReadResult{}, err
 	}
 	defer os.Remove(dir)
 	t0 := time.Now()
-	g, err := StartGCSFuse(e.GCSFuse, e.directArgs, e.directEnv, readBucket, dir, filepath.Join(e.Dir, "gcsfuse-direct.log"))
+	g, err := StartGCSFuse(e.GCSFuse, args, e.directEnv, readBucket, dir, filepath.Join(e.Dir, "gcsfuse-direct.log"))
 	if err != nil {
 		return ReadResult{}, err
 	}
@@ -279,6 +289,7 @@ func (e *Env) ReadDirect(ctx context.Context) (ReadResult, error) {
 	}
 	setup := time.Since(t0)
 	r, err := readFile(ctx, filepath.Join(dir, objectName), e.Data)
+	_, r.PeakRSS, _ = harness.Memory(g.Cmd.Process.Pid)
 	e.direct = nil
 	if serr := g.Stop(); serr != nil && err == nil {
 		err = serr
@@ -289,13 +300,16 @@ func (e *Env) ReadDirect(ctx context.Context) (ReadResult, error) {
 
 // ReadCSI stages and publishes the read volume, reads the object at the
 // target path, and unpublishes and unstages.
-func (e *Env) ReadCSI(ctx context.Context) (ReadResult, error) {
+func (e *Env) ReadCSI(ctx context.Context) (ReadResult, error) { return e.readCSI(ctx, nil) }
+
+// readCSI is ReadCSI of a volume with attributes attrs.
+func (e *Env) readCSI(ctx context.Context, attrs map[string]string) (ReadResult, error) {
 	stage, target := e.paths(e.name("read"))
 	t0 := time.Now()
-	if err := e.stage(ctx, readBucket, stage); err != nil {
+	if err := e.stageWith(ctx, readBucket, stage, attrs); err != nil {
 		return ReadResult{}, fmt.Errorf("stage: %w", err)
 	}
-	if err := e.publish(ctx, readBucket, stage, target); err != nil {
+	if err := e.publishWith(ctx, readBucket, stage, target, attrs); err != nil {
 		return ReadResult{}, fmt.Errorf("publish: %w", err)
 	}
 	setup := time.Since(t0)
@@ -304,6 +318,7 @@ func (e *Env) ReadCSI(ctx context.Context) (ReadResult, error) {
 		return r, err
 	}
 	r.Setup = setup
+	r.PeakRSS = e.sessionHWM()
 	if err := e.unpublish(ctx, readBucket, target); err != nil {
 		return r, fmt.Errorf("unpublish: %w", err)
 	}
@@ -313,24 +328,40 @@ func (e *Env) ReadCSI(ctx context.Context) (ReadResult, error) {
 	return r, nil
 }
 
-// ReadSet holds per-trial results of each read path; index i of each slice
-// is trial i.
+// ReadSet holds per-trial results of each read path, in the order of
+// Env.readPaths; index i of each Results is trial i.
 type ReadSet struct {
-	Raw, Direct, CSI []ReadResult
+	Paths []PathResults
 }
 
-// ReadTrials runs trials rounds of the three read paths, rotating which
-// goes first so no path always runs right after another.
+// PathResults are one read path's trials.
+type PathResults struct {
+	ID, Name string
+	Results  []ReadResult
+}
+
+// Get returns the results of the path with id (nil if it did not run).
+func (s ReadSet) Get(id string) []ReadResult {
+	for _, p := range s.Paths {
+		if p.ID == id {
+			return p.Results
+		}
+	}
+	return nil
+}
+
+// ReadTrials runs trials rounds of every read path, rotating which goes
+// first so no path always runs right after another.
 func (e *Env) ReadTrials(ctx context.Context, trials int) (ReadSet, error) {
-	var s ReadSet
-	paths := []struct {
-		name string
-		read func(context.Context) (ReadResult, error)
-		dst  *[]ReadResult
-	}{{"raw GET", e.ReadRawGET, &s.Raw}, {"direct gcsfuse", e.ReadDirect, &s.Direct}, {"CSI", e.ReadCSI, &s.CSI}}
+	paths := e.readPaths()
+	s := ReadSet{Paths: make([]PathResults, len(paths))}
+	for i, p := range paths {
+		s.Paths[i] = PathResults{ID: p.id, Name: p.name}
+	}
 	for t := range trials {
 		for k := range paths {
-			p := paths[(t+k)%len(paths)]
+			i := (t + k) % len(paths)
+			p := paths[i]
 			if err := ctx.Err(); err != nil {
 				return s, err
 			}
@@ -339,8 +370,8 @@ func (e *Env) ReadTrials(ctx context.Context, trials int) (ReadSet, error) {
 			if err != nil {
 				return s, fmt.Errorf("trial %d, %s: %w", t+1, p.name, err)
 			}
-			*p.dst = append(*p.dst, r)
-			e.logf("  trial %d %-15s %7.0f MiB/s", t+1, p.name, r.MiBps())
+			s.Paths[i].Results = append(s.Paths[i].Results, r)
+			e.logf("  trial %d %-28s %7.0f MiB/s  peak RSS %4.0f MiB", t+1, p.id, r.MiBps(), float64(r.PeakRSS)/1024)
 		}
 	}
 	return s, nil

@@ -687,17 +687,26 @@ func checkInvariants(t *testing.T, m *manifest) {
 	driverName := m.str(t, "driverName")
 	sidecar := m.str(t, "registrar.mode") == "sidecar"
 
-	// Only these kinds, and no RBAC at all: the node driver needs no API access.
+	// Only these kinds, and RBAC for the controller alone: the node driver
+	// and the mounter need no API access.
+	controllerOn := m.value(t, "controller.enabled") == true
 	allowed := []string{"storage.k8s.io/v1/CSIDriver", "apps/v1/DaemonSet", "v1/ServiceAccount"}
+	if controllerOn {
+		allowed = append(allowed, controllerKinds...)
+	}
 	for _, o := range m.objects {
-		if strings.HasPrefix(o.kind, "rbac.authorization.k8s.io/") {
-			t.Errorf("%v: the node driver needs no Kubernetes API access, so no RBAC objects", o)
+		component := o.meta.GetLabels()["app.kubernetes.io/component"]
+		if strings.HasPrefix(o.kind, "rbac.authorization.k8s.io/") && component != "controller" {
+			t.Errorf("%v: the node driver needs no Kubernetes API access, so no RBAC objects but the controller's", o)
 		} else if !slices.Contains(allowed, o.kind) {
-			t.Errorf("%v: unexpected kind", o)
+			t.Errorf("%v: unexpected kind (controller.enabled=%v)", o, controllerOn)
 		}
-		if o.kind != "storage.k8s.io/v1/CSIDriver" && o.meta.GetNamespace() != releaseNS {
-			t.Errorf("%v: namespace %q, want the release namespace %q", o, o.meta.GetNamespace(), releaseNS)
+		if want := wantNamespace(t, m, o); o.meta.GetNamespace() != want {
+			t.Errorf("%v: namespace %q, want %q", o, o.meta.GetNamespace(), want)
 		}
+	}
+	if controllerOn {
+		checkController(t, m)
 	}
 
 	// The CSIDriver object, exactly.
@@ -890,6 +899,9 @@ func checkPodTemplate(t *testing.T, m *manifest, ds *appsv1.DaemonSet, all []obj
 		sa := o.obj.(*corev1.ServiceAccount)
 		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 			t.Errorf("ServiceAccount %s: automountServiceAccountToken is not false", sa.Name)
+		}
+		if sa.Labels["app.kubernetes.io/component"] == "controller" {
+			continue // the controller's, checked by checkController
 		}
 		if spec.ServiceAccountName != sa.Name {
 			t.Errorf("%s: pods use ServiceAccount %q, the chart creates %q", ds.Name, spec.ServiceAccountName, sa.Name)

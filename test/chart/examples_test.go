@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/auth"
+	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/controller"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/mounter"
 )
@@ -64,6 +66,7 @@ func TestExamples(t *testing.T) {
 		pvcs       = map[string]*corev1.PersistentVolumeClaim{}
 		secrets    = map[string]*corev1.Secret{}
 		accounts   = map[string]*corev1.ServiceAccount{}
+		classes    = map[string]*storagev1.StorageClass{}
 		pods       []*corev1.Pod
 		podFile    = map[*corev1.Pod]string{}
 	)
@@ -83,8 +86,10 @@ func TestExamples(t *testing.T) {
 		case *corev1.Pod:
 			pods = append(pods, x)
 			podFile[x] = o.source
+		case *storagev1.StorageClass:
+			classes[x.Name] = x
 		default:
-			t.Errorf("%v: the examples hold namespaces, PVs, PVCs, Secrets, ServiceAccounts and pods only", o)
+			t.Errorf("%v: the examples hold namespaces, PVs, PVCs, Secrets, ServiceAccounts, StorageClasses and pods only", o)
 		}
 	}
 	for _, o := range objs {
@@ -103,6 +108,7 @@ func TestExamples(t *testing.T) {
 	}
 	restricted := psapi.LevelVersion{Level: psapi.LevelRestricted, Version: psapi.LatestVersion()}
 	var sawPVC, sawInline bool
+	sawLayout := map[controller.Layout]bool{}
 	var sawPublishSecret, sawStageSecret bool
 	for _, pod := range pods {
 		t.Run(pod.Name, func(t *testing.T) {
@@ -138,6 +144,18 @@ func TestExamples(t *testing.T) {
 					if pvc == nil {
 						t.Fatalf("volume %s: claim %q is not in the examples", v.Name, v.PersistentVolumeClaim.ClaimName)
 					}
+					if sc := pvc.Spec.StorageClassName; sc != nil && *sc != "" {
+						// Dynamic provisioning: the claim's class must be an
+						// example StorageClass of this driver.
+						class := classes[*sc]
+						if class == nil {
+							t.Fatalf("claim %s: storageClassName %q is not a StorageClass of the examples", pvc.Name, *sc)
+						}
+						layout := checkExampleClaim(t, class, pvc, pod, driverName)
+						sawLayout[layout] = true
+						creds.check(t, "StorageClass "+class.Name, podFile[pod], pod, class.Parameters, nil, nil, true)
+						break
+					}
 					pv := pvs[pvc.Spec.VolumeName]
 					if pv == nil || pv.Spec.CSI == nil {
 						t.Fatalf("claim %s: volumeName %q is not a CSI PV of the examples", pvc.Name, pvc.Spec.VolumeName)
@@ -171,6 +189,18 @@ func TestExamples(t *testing.T) {
 	if !sawPVC || !sawInline {
 		t.Errorf("examples: static PV used %v, inline volume used %v; want both", sawPVC, sawInline)
 	}
+	if !sawLayout[controller.LayoutBucket] || !sawLayout[controller.LayoutPrefix] {
+		t.Errorf("examples: a claim of a bucket-per-volume StorageClass %v, of a prefix-per-volume one %v; want both", sawLayout[controller.LayoutBucket], sawLayout[controller.LayoutPrefix])
+	}
+	for name := range classes {
+		used := false
+		for _, pvc := range pvcs {
+			used = used || (pvc.Spec.StorageClassName != nil && *pvc.Spec.StorageClassName == name)
+		}
+		if !used {
+			t.Errorf("StorageClass %s: no example claim uses it", name)
+		}
+	}
 	if !sawStageSecret || !sawPublishSecret {
 		t.Errorf("examples: nodeStageSecretRef used %v, nodePublishSecretRef used %v; want both", sawStageSecret, sawPublishSecret)
 	}
@@ -189,6 +219,56 @@ func TestExamples(t *testing.T) {
 			t.Errorf("ServiceAccount %s: no example pod uses it", id)
 		}
 	}
+}
+
+// checkExampleClaim checks a dynamically provisioned claim and its
+// StorageClass the way the controller and the node driver will: the class
+// names this driver, the controller accepts its parameters, the node its
+// volume attributes, mount options and the pod's fsGroup; deleting the
+// claim reaches the controller (reclaimPolicy Delete), and it says what
+// happens to the data. It returns the class's layout.
+func checkExampleClaim(t *testing.T, class *storagev1.StorageClass, pvc *corev1.PersistentVolumeClaim, pod *corev1.Pod, driverName string) controller.Layout {
+	t.Helper()
+	if class.Provisioner != driverName {
+		t.Errorf("StorageClass %s: provisioner %q, want the chart's driver name %q", class.Name, class.Provisioner, driverName)
+	}
+	params, err := controller.ParseParameters(class.Parameters)
+	if err != nil {
+		t.Errorf("StorageClass %s: the controller refuses its parameters: %v", class.Name, err)
+		return controller.LayoutBucket
+	}
+	if _, ok := class.Parameters[controller.ParamDeletePolicy]; !ok {
+		t.Errorf("StorageClass %s: set deletePolicy explicitly in an example, so that readers see what deleting a claim does to the data", class.Name)
+	}
+	if class.ReclaimPolicy == nil || *class.ReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+		t.Errorf("StorageClass %s: reclaimPolicy %v; Delete, so that deleting the claim reaches the controller, which follows deletePolicy", class.Name, class.ReclaimPolicy)
+	}
+	if params.Layout == controller.LayoutBucket && params.ProjectID == "" {
+		t.Errorf("StorageClass %s: a bucket-per-volume example without projectID needs controller.projectID", class.Name)
+	}
+	for k := range class.Parameters {
+		if strings.HasPrefix(k, "csi.storage.k8s.io/") {
+			t.Errorf("StorageClass %s: parameter %s: the examples use the controller's own credentials", class.Name, k)
+		}
+	}
+	for _, m := range pvc.Spec.AccessModes {
+		if m == corev1.ReadWriteOncePod || m == corev1.ReadOnlyMany || m == corev1.ReadWriteOnce || m == corev1.ReadWriteMany {
+			continue
+		}
+		t.Errorf("claim %s: access mode %q", pvc.Name, m)
+	}
+	if pvc.Spec.VolumeName != "" {
+		t.Errorf("claim %s: volumeName %q with a StorageClass: the controller makes the volume", pvc.Name, pvc.Spec.VolumeName)
+	}
+	if q, ok := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || q.Sign() <= 0 {
+		t.Errorf("claim %s: no storage request (the capacity the controller records)", pvc.Name)
+	}
+	bucket := params.Bucket
+	if bucket == "" {
+		bucket = controller.BucketName("", "pvc-0b6f3a4e-2f0d-4a44-9d1e-6a7b8c9d0e1f")
+	}
+	checkDriverAccepts(t, bucket, params.Attributes, class.MountOptions, pod)
+	return params.Layout
 }
 
 // checkExampleSecret: a volume's Secret holds exactly the key the driver

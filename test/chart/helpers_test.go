@@ -52,7 +52,10 @@ func (o object) String() string { return fmt.Sprintf("%s %s (%s)", o.kind, o.met
 var kinds = map[string]func() metav1.Object{
 	"storage.k8s.io/v1/CSIDriver":                     func() metav1.Object { return &storagev1.CSIDriver{} },
 	"apps/v1/DaemonSet":                               func() metav1.Object { return &appsv1.DaemonSet{} },
+	"apps/v1/Deployment":                              func() metav1.Object { return &appsv1.Deployment{} },
+	"storage.k8s.io/v1/StorageClass":                  func() metav1.Object { return &storagev1.StorageClass{} },
 	"v1/ServiceAccount":                               func() metav1.Object { return &corev1.ServiceAccount{} },
+	"v1/Service":                                      func() metav1.Object { return &corev1.Service{} }, // metrics.enabled
 	"v1/Secret":                                       func() metav1.Object { return &corev1.Secret{} },
 	"v1/Namespace":                                    func() metav1.Object { return &corev1.Namespace{} },
 	"v1/PersistentVolume":                             func() metav1.Object { return &corev1.PersistentVolume{} },

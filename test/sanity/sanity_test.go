@@ -1,34 +1,41 @@
-// Package sanity runs csi-sanity (github.com/kubernetes-csi/csi-test) against
-// the real node driver (in-process) and the real mounter (`gcsfuse-csi
-// mounter`, a separate process running gcsfuse), mounting buckets served by
-// fake-gcs-server on 127.0.0.1.
+// Package sanity runs the full csi-sanity suite
+// (github.com/kubernetes-csi/csi-test): Identity, Controller and Node specs,
+// against the driver deployed the way the chart deploys it, with buckets
+// served by fake-gcs-server on 127.0.0.1:
 //
-// The product has no controller service yet, but csi-sanity's Node specs
-// create and delete volumes through one. A small TEST FIXTURE controller
-// (fixtureController below, not the product's controller) serves
-// CreateVolume/DeleteVolume by creating and deleting real buckets on the fake
-// GCS. csi-sanity's Controller Service specs are filtered out: they would
-// test the fixture, not the product.
+//   - the controller: `gcsfuse-csi controller`, a separate process with its
+//     own socket (csi-sanity's ControllerAddress), creating and deleting
+//     real buckets (or prefixes) on the fake GCS;
+//   - the node driver, in-process, mounting for real;
+//   - the mounter (`gcsfuse-csi mounter`), a separate process running the
+//     real gcsfuse.
 //
-// csi-sanity runs its full Node lifecycle specs ("should work") only when
-// the node endpoint's Identity advertises CONTROLLER_SERVICE. So the suite
-// talks to a combined endpoint: the driver's own Node service, the fixture
-// Controller, and an Identity that is the driver's plus CONTROLLER_SERVICE,
-// which is true of that endpoint. The driver's own endpoint (driver.Run) is
-// served too and probed before the suite starts.
+// csi-sanity runs its Node lifecycle specs ("should work", "should be
+// idempotent") only when the identity at the NODE endpoint advertises
+// CONTROLLER_SERVICE: it assumes one endpoint serves everything. In
+// Kubernetes, as here, the node plugin and the controller are separate
+// endpoints, and the node's Identity rightly does not advertise a
+// controller. So csi-sanity's node endpoint is a test endpoint that serves
+// the driver's own Node service with the driver's Identity plus
+// CONTROLLER_SERVICE (true of the plugin as a whole); its Controller calls
+// go straight to the controller process. The driver's own endpoint
+// (driver.Run) is served too and probed before the suite starts.
+//
+// TestSanity runs the bucket-per-volume layout; TestSanityPrefixLayout runs
+// the whole suite again, in a child process (ginkgo runs one suite per
+// process), with the prefix-per-volume layout.
 package sanity
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -40,16 +47,14 @@ import (
 
 	"cloud.google.com/go/storage"
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/types"
 	"github.com/onsi/gomega"
-	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
@@ -58,12 +63,32 @@ import (
 
 // skippedGroups are the csi-sanity spec groups this suite filters out, as
 // ginkgo skip regexps matched against a spec's full text, with the reason.
-var skippedGroups = []struct{ pattern, reason string }{
-	{`\[Controller Server\]`, "Controller Service specs: the driver has no controller service yet (a later issue adds it); the fixture controller here exists only so the Node specs can create volumes"},
-	{`\[GroupController `, "GroupController Service specs: the driver has no group controller service"},
-}
+// None: the whole suite runs, and csi-sanity itself skips the specs of
+// capabilities the driver does not advertise (each with its reason in the
+// summary).
+var skippedGroups = []struct{ pattern, reason string }{}
+
+// layoutEnv selects the layout TestSanity provisions with: "bucket" (the
+// default) or "prefix". TestSanityPrefixLayout sets it for its child.
+const layoutEnv = "GCSFUSE_CSI_SANITY_LAYOUT"
+
+// sharedBucket holds the volumes of the prefix layout.
+const sharedBucket = "sanity-shared"
 
 func TestSanity(t *testing.T) {
+	layout := os.Getenv(layoutEnv)
+	var params map[string]string
+	switch layout {
+	case "", "bucket":
+		layout = "bucket"
+		// deletePolicy delete: every volume csi-sanity deletes must be
+		// gone from the fake GCS at the end (checked below).
+		params = map[string]string{"projectID": "sanity-project", "deletePolicy": "delete", "implicitDirs": "true"}
+	case "prefix":
+		params = map[string]string{"bucketName": sharedBucket, "deletePolicy": "delete", "implicitDirs": "true"}
+	default:
+		t.Fatalf("%s=%q: want bucket or prefix", layoutEnv, layout)
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("csi-sanity needs root: the driver mounts FUSE and bind mounts for real")
 	}
@@ -99,11 +124,27 @@ func TestSanity(t *testing.T) {
 
 	logs := captureKlog(t)
 
-	gcs, err := harness.StartFakeGCS(nil)
+	// The prefix layout's bucket, with data of its own that must survive.
+	gcs, err := harness.StartFakeGCS([]fakestorage.Object{harness.Object(sharedBucket, "not-a-volume/keep.txt", "keep\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(gcs.Stop)
+	before := bucketObjects(t, gcs.Client)
+
+	// The controller, as its own process on its own socket (the chart's
+	// controller Deployment). The fake GCS keeps no bucket labels, hence
+	// --bucket-label-marker.
+	ctrl, err := harness.StartController(driverBin, filepath.Join(base, "ctrl.sock"), filepath.Join(base, "controller.log"),
+		"--gcs-endpoint="+gcs.Endpoint, "--anonymous", "--bucket-label-marker", "-v=4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ctrl.Stop(); err != nil {
+			t.Errorf("stop controller: %v", err)
+		}
+	})
 
 	// The split deployment: gcsfuse runs in a separate mounter process, the
 	// node driver (in this process) only mounts and binds.
@@ -123,7 +164,7 @@ func TestSanity(t *testing.T) {
 	})
 
 	nodeSock := filepath.Join(base, "node.sock")
-	ctrlSock := filepath.Join(base, "ctrl.sock")
+	sanitySock := filepath.Join(base, "sanity.sock")
 	d := startDriver(t, driver.Options{
 		Endpoint:         "unix://" + nodeSock,
 		DriverName:       driver.DefaultDriverName,
@@ -139,7 +180,7 @@ func TestSanity(t *testing.T) {
 		MounterSocket:    mounterSock,
 		MounterUID:       -1,
 	})
-	startCombined(t, ctrlSock, d, gcs.Client)
+	startCombined(t, sanitySock, d)
 	// Registered after the driver's cleanup, so it runs before it: nothing
 	// may stay mounted under base, whatever happened in the suite.
 	t.Cleanup(func() { forceCleanup(t, base) })
@@ -149,12 +190,16 @@ func TestSanity(t *testing.T) {
 			if b, err := os.ReadFile(filepath.Join(base, "mounter.log")); err == nil {
 				t.Logf("mounter log:\n%s", b)
 			}
+			if b, err := os.ReadFile(filepath.Join(base, "controller.log")); err == nil {
+				t.Logf("controller log:\n%s", b)
+			}
 		}
 	})
 
 	cfg := sanity.NewTestConfig()
-	cfg.Address = "unix://" + ctrlSock
-	cfg.ControllerAddress = "unix://" + ctrlSock
+	cfg.Address = "unix://" + sanitySock
+	cfg.ControllerAddress = ctrl.Endpoint
+	cfg.TestVolumeParameters = params
 	cfg.TargetPath = filepath.Join(base, "target")
 	cfg.StagingPath = filepath.Join(base, "staging")
 	cfg.TestVolumeSize = 1 << 30
@@ -176,7 +221,7 @@ func TestSanity(t *testing.T) {
 	suiteConfig.GracePeriod = 10 * time.Second
 	reporterConfig.Succinct = !testing.Verbose()
 	reporterConfig.NoColor = true
-	passed := ginkgo.RunSpecs(t, "gcsfuse-csi node sanity", suiteConfig, reporterConfig)
+	passed := ginkgo.RunSpecs(t, "gcsfuse-csi sanity, "+layout+"-per-volume layout", suiteConfig, reporterConfig)
 	sc.Finalize()
 
 	summarize(t, report)
@@ -196,7 +241,77 @@ func TestSanity(t *testing.T) {
 	} else if len(pids) > 0 {
 		t.Errorf("gcsfuse process(es) left after the suite: pids %v (%d zombies)", pids, zombies)
 	}
-	t.Logf("csi-sanity run took %s", time.Since(start).Round(time.Millisecond))
+	// Every volume csi-sanity created it also deleted, and deletePolicy
+	// delete removed it: the fake GCS holds what it held before, no more.
+	if after := bucketObjects(t, gcs.Client); !equalSets(before, after) {
+		t.Errorf("the fake GCS holds %v after the suite, %v before: DeleteVolume left something behind (or removed what was not its own)", after, before)
+	}
+	t.Logf("csi-sanity run (%s-per-volume layout) took %s", layout, time.Since(start).Round(time.Millisecond))
+}
+
+// TestSanityPrefixLayout runs TestSanity again with the prefix-per-volume
+// layout, in a child process: ginkgo runs one suite per process.
+func TestSanityPrefixLayout(t *testing.T) {
+	if os.Getenv(layoutEnv) != "" {
+		t.Skipf("%s is set: this process is a child running one layout", layoutEnv)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("csi-sanity needs root: the driver mounts FUSE and bind mounts for real")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSanity$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), layoutEnv+"=prefix")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // by PID
+	cmd.WaitDelay = 30 * time.Second
+	err := cmd.Run()
+	// The child's summary: counts, and every skip with its reason.
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "csi-sanity") || strings.Contains(line, "skipped") || strings.Contains(line, "FAILED") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+	if err != nil {
+		t.Errorf("csi-sanity with the prefix-per-volume layout: %v\n%s", err, out.String())
+	}
+}
+
+// bucketObjects lists every bucket/object of the fake GCS.
+func bucketObjects(t *testing.T, c *storage.Client) []string {
+	t.Helper()
+	ctx := context.Background()
+	var out []string
+	it := c.Buckets(ctx, "sanity-project")
+	for {
+		b, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("list buckets: %v", err)
+		}
+		out = append(out, b.Name+"/")
+		oit := c.Bucket(b.Name).Objects(ctx, nil)
+		for {
+			o, err := oit.Next()
+			if errors.Is(err, iterator.Done) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("list objects of %s: %v", b.Name, err)
+			}
+			out = append(out, b.Name+"/"+o.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func equalSets(a, b []string) bool {
+	return strings.Join(a, "\n") == strings.Join(b, "\n")
 }
 
 // summarize logs the passed/skipped/failed counts, each filtered group with
@@ -405,26 +520,9 @@ func captureKlog(t *testing.T) *logBuffer {
 	return b
 }
 
-// ---------------------------------------------------------------------------
-// TEST FIXTURE: a minimal controller service, NOT the product's controller.
-// It exists only because csi-sanity's Node specs provision volumes through
-// CreateVolume/DeleteVolume. Each volume is a real bucket on the fake GCS,
-// named after the request name; its volume id is the bucket name, which is
-// what the node driver expects of a persistent volume.
-// ---------------------------------------------------------------------------
-
-type fixtureController struct {
-	csi.UnimplementedIdentityServer
-	csi.UnimplementedControllerServer
-
-	client *storage.Client
-
-	mu      sync.Mutex
-	volumes map[string]*csi.Volume // by request name
-}
-
-// combinedIdentity is the driver's Identity service, plus CONTROLLER_SERVICE
-// for the fixture controller served on the same endpoint.
+// combinedIdentity is the driver's Identity service plus
+// CONTROLLER_SERVICE: the plugin as a whole has a controller (the
+// controller process), and csi-sanity looks for it at the node endpoint.
 type combinedIdentity struct{ *driver.Driver }
 
 func (c combinedIdentity) GetPluginCapabilities(ctx context.Context, req *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
@@ -438,123 +536,18 @@ func (c combinedIdentity) GetPluginCapabilities(ctx context.Context, req *csi.Ge
 	return resp, nil
 }
 
-// startCombined serves the driver's Node service, the fixture's Controller
-// service and their combined Identity on a unix socket until the test ends.
-func startCombined(t *testing.T, sock string, d *driver.Driver, client *storage.Client) {
+// startCombined serves the driver's Node service and combinedIdentity on a
+// unix socket until the test ends.
+func startCombined(t *testing.T, sock string, d *driver.Driver) {
 	t.Helper()
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	fc := &fixtureController{client: client, volumes: map[string]*csi.Volume{}}
 	csi.RegisterIdentityServer(srv, combinedIdentity{d})
 	csi.RegisterNodeServer(srv, d)
-	csi.RegisterControllerServer(srv, fc)
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(lis); close(done) }()
 	t.Cleanup(func() { srv.Stop(); <-done })
-}
-
-var notBucketChar = regexp.MustCompile(`[^a-z0-9]+`)
-
-// bucketFor turns a CSI volume name into a valid, unique bucket name:
-// lower-case [a-z0-9-], at most 63 characters, with a hash of the full name.
-func bucketFor(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:])[:12]
-	stem := strings.Trim(notBucketChar.ReplaceAllString(strings.ToLower(name), "-"), "-")
-	if max := 63 - len(suffix) - 1; len(stem) > max {
-		stem = strings.TrimRight(stem[:max], "-")
-	}
-	if stem == "" {
-		stem = "vol"
-	}
-	return stem + "-" + suffix
-}
-
-func (f *fixtureController) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
-	return &csi.ControllerGetCapabilitiesResponse{Capabilities: []*csi.ControllerServiceCapability{{
-		Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME}},
-	}}}, nil
-}
-
-// CreateVolume creates the bucket for req.Name; the same name again returns
-// the same volume (idempotent), or AlreadyExists if its capacity does not fit.
-func (f *fixtureController) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
-	if req.GetName() == "" {
-		return nil, status.Error(codes.InvalidArgument, "name is required")
-	}
-	if len(req.GetVolumeCapabilities()) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "volume_capabilities are required")
-	}
-	for _, c := range req.GetVolumeCapabilities() {
-		if c.GetMount() == nil && c.GetBlock() == nil {
-			return nil, status.Error(codes.InvalidArgument, "volume_capabilities: access_type is required")
-		}
-		if c.GetAccessMode() == nil {
-			return nil, status.Error(codes.InvalidArgument, "volume_capabilities: access_mode is required")
-		}
-	}
-	capacity := req.GetCapacityRange().GetRequiredBytes()
-	if limit := req.GetCapacityRange().GetLimitBytes(); limit > 0 && capacity > limit {
-		return nil, status.Errorf(codes.OutOfRange, "required_bytes %d exceeds limit_bytes %d", capacity, limit)
-	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if v, ok := f.volumes[req.GetName()]; ok {
-		limit := req.GetCapacityRange().GetLimitBytes()
-		if v.CapacityBytes < capacity || (limit > 0 && v.CapacityBytes > limit) {
-			return nil, status.Errorf(codes.AlreadyExists, "volume %q exists with capacity %d", req.GetName(), v.CapacityBytes)
-		}
-		return &csi.CreateVolumeResponse{Volume: v}, nil
-	}
-	bucket := bucketFor(req.GetName())
-	err := f.client.Bucket(bucket).Create(ctx, "sanity", nil)
-	var gerr *googleapi.Error
-	if err != nil && !(errors.As(err, &gerr) && gerr.Code == 409) {
-		return nil, status.Errorf(codes.Internal, "create bucket %q: %v", bucket, err)
-	}
-	v := &csi.Volume{VolumeId: bucket, CapacityBytes: capacity}
-	f.volumes[req.GetName()] = v
-	return &csi.CreateVolumeResponse{Volume: v}, nil
-}
-
-// DeleteVolume empties and deletes the bucket; an unknown one is not an error.
-func (f *fixtureController) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	bucket := req.GetVolumeId()
-	if bucket == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume_id is required")
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for name, v := range f.volumes {
-		if v.VolumeId == bucket {
-			delete(f.volumes, name)
-		}
-	}
-	b := f.client.Bucket(bucket)
-	it := b.Objects(ctx, nil)
-	for {
-		attrs, err := it.Next()
-		if errors.Is(err, iterator.Done) || errors.Is(err, storage.ErrBucketNotExist) || isNotFound(err) {
-			break
-		}
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "list objects of %q: %v", bucket, err)
-		}
-		if err := b.Object(attrs.Name).Delete(ctx); err != nil && !errors.Is(err, storage.ErrObjectNotExist) {
-			return nil, status.Errorf(codes.Internal, "delete object %q of %q: %v", attrs.Name, bucket, err)
-		}
-	}
-	if err := b.Delete(ctx); err != nil && !errors.Is(err, storage.ErrBucketNotExist) && !isNotFound(err) {
-		return nil, status.Errorf(codes.Internal, "delete bucket %q: %v", bucket, err)
-	}
-	return &csi.DeleteVolumeResponse{}, nil
-}
-
-func isNotFound(err error) bool {
-	var gerr *googleapi.Error
-	return errors.As(err, &gerr) && gerr.Code == 404
 }
