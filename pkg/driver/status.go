@@ -35,7 +35,12 @@ func toStatus(what string, err error) error {
 	case errors.Is(err, gcs.ErrUnauthenticated):
 		code = codes.Unauthenticated
 	case errors.Is(err, gcs.ErrExhausted):
+		// GCS's 429 (rate limit or quota), as google.rpc.Code maps it.
+		// kubelet retries it like Unavailable: neither is a final error.
 		code = codes.ResourceExhausted
+	case errors.Is(err, gcs.ErrUnavailable):
+		// 5xx or an unreachable GCS: transient, kubelet retries.
+		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, mounter.ErrTimeout):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
