@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -63,7 +64,8 @@ const (
 	kindMode         // octal permission bits, e.g. 0644
 	kindSizeMiB      // MiB: plain integer or quantity (512Ki, 32Mi, 1Gi, 1Ti), -1 when min allows it
 	kindEnum
-	kindDir // a relative directory inside the bucket
+	kindDir      // a relative directory inside the bucket
+	kindDuration // 0 (off) or a Go duration from 1s to 1h, e.g. 90s
 )
 
 // flagSpec is one row of the allow-list: a gcsfuse flag a volume may set,
@@ -101,6 +103,7 @@ var allowList = []flagSpec{
 	{flag: "max-conns-per-host", kind: kindInt, min: 0, max: 10_000, doc: "HTTP connections per GCS host"},
 	{flag: "sequential-read-size-mb", kind: kindInt, min: 1, max: 1024, doc: "size of sequential GCS reads"},
 	{flag: "max-retry-attempts", kind: kindInt, min: 1, max: 30, doc: "attempts per GCS call (bounded: the driver never allows unbounded retries)"},
+	{flag: "http-client-timeout", attr: "httpClientTimeout", kind: kindDuration, doc: "limit on one whole GCS HTTP request, body included; 0 (gcsfuse's default) waits forever on a stalled backend"},
 	{flag: "enable-nonexistent-type-cache", kind: kindBool, doc: "cache not-found types"},
 	{flag: "enable-streaming-writes", kind: kindBool, doc: "upload writes as they happen instead of staging them locally"},
 	{flag: "enable-buffered-read", kind: kindBool, doc: "prefetch into memory (about +320 MB per mount)"},
@@ -350,6 +353,15 @@ func (s *flagSpec) normalize(raw string) (string, error) {
 			return "", fmt.Errorf("%s=%q: %w", s.flag, raw, err)
 		}
 		return d, nil
+	case kindDuration:
+		d, err := time.ParseDuration(raw)
+		if raw == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || (d != 0 && (d < time.Second || d > time.Hour)) {
+			return "", fmt.Errorf("%s=%q: want 0 (no limit) or a duration from 1s to 1h, e.g. 90s or 2m", s.flag, raw)
+		}
+		return d.String(), nil
 	}
 	return "", fmt.Errorf("%s: unsupported value kind", s.flag)
 }

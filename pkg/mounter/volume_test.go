@@ -198,3 +198,27 @@ func TestSessionIDsDiffer(t *testing.T) {
 		t.Error("same volume and mount point give different session ids")
 	}
 }
+
+func TestDurationAttribute(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"90s", "--http-client-timeout=1m30s", ""},
+		{"2m", "--http-client-timeout=2m0s", ""},
+		{"0", "--http-client-timeout=0s", ""},
+		{"500ms", "", "want 0 (no limit) or a duration from 1s to 1h"},
+		{"2h", "", "want 0 (no limit) or a duration from 1s to 1h"},
+		{"30", "", "want 0 (no limit) or a duration from 1s to 1h"},
+		{"-5s", "", "want 0 (no limit) or a duration from 1s to 1h"},
+	} {
+		v, _ := NewVolume("bkt", "volume_id")
+		err := v.SetAttribute("httpClientTimeout", tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.HasPrefix(err.Error(), "volume_context.httpClientTimeout") {
+				t.Errorf("%q: error %v, want one naming the field and saying %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || strings.Join(v.Args(), " ") != tc.want {
+			t.Errorf("%q: args %v, %v; want %s", tc.in, v.Args(), err, tc.want)
+		}
+	}
+}

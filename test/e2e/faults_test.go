@@ -155,7 +155,7 @@ func TestFaults(t *testing.T) {
 		gcp.Public(c.bucket())
 		objects = append(objects, harness.Object(c.bucket(), "ok.txt", c.name+"\n"))
 	}
-	for _, c := range append(slices.Clone(readCases), slowReadCases...) {
+	for _, c := range append(append(slices.Clone(readCases), slowReadCases...), timeoutReadCases...) {
 		objects = append(objects, harness.Object(bucket, c.object, c.name+"\n"))
 	}
 	fe.env = newEnvWith(t, envConfig{anonymous: true, front: fe.faults.front(gcp),
@@ -164,6 +164,17 @@ func TestFaults(t *testing.T) {
 	t.Run("bucket_check", fe.testBucketCheck)
 	t.Run("reads", func(t *testing.T) { fe.testReads(t, readCases, 30*time.Second) })
 	t.Run("reads_slow", fe.testReadsSlow)
+	// With httpClientTimeout a stalled stat or list ends too.
+	t.Run("reads_stall_http_client_timeout", func(t *testing.T) {
+		fe.testReads(t, timeoutReadCases, 60*time.Second, "http-client-timeout=5s")
+	})
+}
+
+// timeoutReadCases stall, on a volume with http-client-timeout=5s (and the
+// env's --max-retry-attempts=2): the metadata stall that hangs without it
+// fails with EIO, and the name reads once the stall ends.
+var timeoutReadCases = []readCase{
+	{"stall, timeout", fakegcp.Fault{Stall: 6 * time.Minute}, "meta-stall-timeout/obj.txt", false, []syscall.Errno{syscall.EIO}},
 }
 
 // checkCall is one RPC that checks the bucket before it mounts.
@@ -396,7 +407,8 @@ func (fe *faultEnv) testReads(t *testing.T, cases []readCase, bound time.Duratio
 // A stalled content read ends because gcsfuse times out stalled reads
 // (read-stall retry, about 20 s per attempt); nothing times out a stalled
 // metadata request (stat, list), since gcsfuse's --http-client-timeout is 0
-// (none) unless set, and the driver does not set it: the read hangs, and so
+// (none) unless the volume sets httpClientTimeout (the driver does not by
+// default; see reads_stall_http_client_timeout): the read hangs, and so
 // does every later lookup of the same name, fault cleared or not, until the
 // connection ends. So the last case fails. Run by hand, gcsfuse with
 // --http-client-timeout=10s --max-retry-attempts=2 fails it with EIO after
