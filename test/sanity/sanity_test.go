@@ -30,9 +30,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -40,7 +38,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +52,6 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"k8s.io/klog/v2"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/pkg/driver"
 	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
@@ -186,7 +182,7 @@ func TestSanity(t *testing.T) {
 	t.Cleanup(func() { forceCleanup(t, base) })
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("driver log (last 300 lines):\n%s", logs.tail(300))
+			t.Logf("driver log (last 300 lines):\n%s", logs.Tail(300))
 			if b, err := os.ReadFile(filepath.Join(base, "mounter.log")); err == nil {
 				t.Logf("mounter log:\n%s", b)
 			}
@@ -476,49 +472,8 @@ func waitNoChildren(comm string, timeout time.Duration) ([]int, int, error) {
 	return harness.WaitNoChildren(mounterPid, comm, timeout)
 }
 
-// logBuffer collects klog output (the driver's log) so a failing run can
-// show it without flooding a passing one.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// captureKlog sends klog output at -v=4 to a buffer for the test's life.
-func captureKlog(t *testing.T) *logBuffer {
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	for name, value := range map[string]string{"logtostderr": "false", "alsologtostderr": "false", "stderrthreshold": "FATAL", "v": "4"} {
-		if err := fs.Set(name, value); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b := &logBuffer{}
-	// The INFO writer receives every severity once.
-	klog.SetOutput(io.Discard)
-	klog.SetOutputBySeverity("INFO", b)
-	t.Cleanup(func() {
-		klog.Flush()
-		_ = fs.Set("logtostderr", "true")
-		_ = fs.Set("v", "0")
-	})
-	return b
-}
+// captureKlog sends klog's output at -v=4 to a buffer for the test's life.
+func captureKlog(t *testing.T) *harness.LogBuffer { return harness.CaptureKlog(t, 4) }
 
 // combinedIdentity is the driver's Identity service plus
 // CONTROLLER_SERVICE: the plugin as a whole has a controller (the
