@@ -172,9 +172,10 @@ func TestFaults(t *testing.T) {
 
 // timeoutReadCases stall, on a volume with http-client-timeout=5s (and the
 // env's --max-retry-attempts=2): the metadata stall that hangs without it
-// fails with EIO, and the name reads once the stall ends.
+// fails, with EIO or, when gcsfuse passes the client's timeout through,
+// ECANCELED, and the name reads once the stall ends.
 var timeoutReadCases = []readCase{
-	{"stall, timeout", fakegcp.Fault{Stall: 6 * time.Minute}, "meta-stall-timeout/obj.txt", false, []syscall.Errno{syscall.EIO}},
+	{"stall, timeout", fakegcp.Fault{Stall: 6 * time.Minute}, "meta-stall-timeout/obj.txt", false, []syscall.Errno{syscall.EIO, syscall.ECANCELED}},
 }
 
 // checkCall is one RPC that checks the bucket before it mounts.
