@@ -34,8 +34,8 @@ var fileCacheFlags = []string{"file-cache-max-size-mb", "file-cache-enable-paral
 // Read tuning shared by the profiles that read through the kernel.
 //
 //   - enable-kernel-reader: FUSE asynchronous reads with the kernel's
-//     read-ahead and page cache; cold sequential reads go from ~25% of a raw
-//     GET (gcsfuse's own defaults) to ~60%.
+//     read-ahead and page cache; cold sequential reads go from ~0.3 of a raw
+//     GET (gcsfuse's own defaults) to ~0.55-0.7 (docs/benchmarks.md).
 //   - fuse-max-request-size-kb=1024: 1 MiB FUSE reads. That is the kernel's
 //     default max_pages_limit (256 pages), so no node-wide setting changes;
 //     larger requests would need /proc/sys/fs/fuse/max_pages_limit raised for

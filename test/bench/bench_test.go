@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,8 +33,14 @@ func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
+	pagesBefore, pagesErr := os.ReadFile(maxPagesLimitFile)
 	var progress bytes.Buffer
-	rep, err := Run(ctx, Config{ObjectMiB: 4, ReadTrials: 2, ReadWarmup: 0, FreshN: 3, StagedN: 3, Candidates: true, SmallN: 20, SmallTrials: 1}, &progress)
+	rep, err := Run(ctx, Config{ObjectMiB: 4, ReadTrials: 2, ReadWarmup: 0, FreshN: 3, StagedN: 3, Candidates: true, SmallN: 20, SmallTrials: 1, ScaleTargets: 3, ScaleVolumes: 2}, &progress)
+	if pagesErr == nil {
+		if after, err := os.ReadFile(maxPagesLimitFile); err != nil || !bytes.Equal(after, pagesBefore) {
+			t.Errorf("%s is %q after the run, was %q (%v)", maxPagesLimitFile, after, pagesBefore, err)
+		}
+	}
 	if rep != nil {
 		var out strings.Builder
 		rep.Print(&out)
@@ -45,6 +52,12 @@ func TestBenchSmoke(t *testing.T) {
 	t.Logf("took %s", time.Since(start))
 
 	wantReads := 4 + len(profilesMeasured) + len(candidates)
+	if slices.ContainsFunc(rep.Reads, func(r ReadRow) bool { return r.ID == pathBigRequests }) {
+		wantReads++ // max_pages_limit allowed the 4 MiB-request candidate
+	}
+	if sc := rep.Scale; sc == nil || sc.TargetsProcs != 1 || sc.VolumesProcs != 2 || sc.TargetsRSS1 <= 0 || sc.VolumesRSSPerVolume <= 0 {
+		t.Errorf("scale: %+v, want 1 gcsfuse for 3 targets of one volume, 2 for 2 volumes, positive RSS", rep.Scale)
+	}
 	if len(rep.Latency) != 12 || len(rep.Reads) != wantReads || len(rep.Small) != 2+len(profilesMeasured) {
 		t.Errorf("got %d latency rows, %d read rows and %d small-file rows, want 12, %d and %d", len(rep.Latency), len(rep.Reads), len(rep.Small), wantReads, 2+len(profilesMeasured))
 	}

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,8 +38,8 @@ type Env struct {
 	cfg      Config
 	progress io.Writer
 
-	Dir     string // work dir: driver state, socket, logs, kubelet-like paths
-	GCS     *harness.FakeGCS
+	Dir     string       // work dir: driver state, socket, logs, kubelet-like paths
+	GCS     *FakeGCSProc // fake-gcs-server, a process of its own
 	Driver  *harness.Driver
 	GCSFuse string // bin/gcsfuse
 	Data    []byte // the object's content
@@ -53,6 +52,9 @@ type Env struct {
 	// defaultArgs are directArgs without the driver's tuning: gcsfuse's own
 	// defaults, with the same endpoint, identity and paths.
 	defaultArgs []string
+	// bigRequests: max_pages_limit allows 4 MiB FUSE requests, so the
+	// 4 MiB-request candidate runs (Run raises it around the read trials).
+	bigRequests bool
 
 	// What may be mounted right now (added before the call that may mount,
 	// removed after the call that unmounts succeeds).
@@ -101,8 +103,12 @@ func Setup(ctx context.Context, cfg Config, progress io.Writer) (_ *Env, err err
 		}
 	}()
 
-	e.logf("work dir %s; uploading %d MiB of random bytes to the fake GCS", dir, cfg.ObjectMiB)
-	if e.GCS, err = harness.StartFakeGCS(nil); err != nil {
+	fakeBin, err := buildFakeGCS(ctx, dir)
+	if err != nil {
+		return e, err
+	}
+	e.logf("work dir %s; fake-gcs-server in its own process; uploading %d MiB of random bytes", dir, cfg.ObjectMiB)
+	if e.GCS, err = StartFakeGCSProc(fakeBin, filepath.Join(dir, "fake-gcs-server.log")); err != nil {
 		return e, fmt.Errorf("start fake GCS: %w", err)
 	}
 	e.Data = make([]byte, cfg.ObjectMiB<<20)
@@ -113,13 +119,17 @@ func Setup(ctx context.Context, cfg Config, progress io.Writer) (_ *Env, err err
 	if _, err := rand.NewChaCha8(seed).Read(e.Data); err != nil {
 		return e, err
 	}
-	e.GCS.Server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: readBucket})
-	e.GCS.Server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: stagedBucket})
-	e.GCS.Server.CreateObject(fakestorage.Object{
-		ObjectAttrs: fakestorage.ObjectAttrs{BucketName: readBucket, Name: objectName, ContentType: "application/octet-stream"},
-		Content:     e.Data,
-	})
-	e.GCS.Server.CreateObject(harness.Object(stagedBucket, "hello.txt", "hello"))
+	for _, b := range []string{readBucket, stagedBucket} {
+		if err := e.GCS.CreateBucket(b); err != nil {
+			return e, err
+		}
+	}
+	if err := e.GCS.Upload(readBucket, objectName, e.Data); err != nil {
+		return e, err
+	}
+	if err := e.GCS.Upload(stagedBucket, "hello.txt", []byte("hello")); err != nil {
+		return e, err
+	}
 
 	e.Driver, err = harness.StartDriver(driverBin, filepath.Join(dir, "csi.sock"), filepath.Join(dir, "driver.log"),
 		"--gcsfuse="+gcsfuseBin, "--gcs-endpoint="+e.GCS.Endpoint, "--anonymous", "--atomic-rename=false",
@@ -334,7 +344,9 @@ func (e *Env) Close() error {
 		errs = append(errs, err)
 	}
 	if e.GCS != nil {
-		e.GCS.Stop()
+		if err := e.GCS.Stop(); err != nil {
+			errs = append(errs, err)
+		}
 		e.GCS = nil
 	}
 	if e.Dir != "" {

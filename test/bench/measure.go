@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"golang.org/x/sys/unix"
 
 	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
@@ -39,7 +38,9 @@ func (e *Env) FreshStagePublish(ctx context.Context, n int) (FreshResult, error)
 			return r, err
 		}
 		bucket := e.name("bench-fresh")
-		e.GCS.Server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: bucket})
+		if err := e.GCS.CreateBucket(bucket); err != nil {
+			return r, err
+		}
 		stage, target := e.paths(bucket)
 		t0 := time.Now()
 		if err := e.stage(ctx, bucket, stage); err != nil {
@@ -365,7 +366,7 @@ func (e *Env) ReadTrials(ctx context.Context, trials int) (ReadSet, error) {
 			if err := ctx.Err(); err != nil {
 				return s, err
 			}
-			runtime.GC() // the fake lives in this process: collect outside the timed part
+			runtime.GC() // the verifying reader allocates: collect outside the timed part
 			r, err := p.read(ctx)
 			if err != nil {
 				return s, fmt.Errorf("trial %d, %s: %w", t+1, p.name, err)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fsouza/fake-gcs-server/fakestorage"
-
 	"github.com/gcsfuse-csi/gcsfuse-csi/test/harness"
 )
 
@@ -21,6 +19,7 @@ const (
 	pathDirectDefault = "direct-gcsfuse-defaults"
 	pathDirectDriver  = "direct-driver-flags"
 	pathCSIDefault    = "csi-default"
+	pathBigRequests   = "candidate-4m-requests"
 )
 
 // profilesMeasured are the profiles measured through the CSI target path.
@@ -58,6 +57,13 @@ func (e *Env) readPaths() []readPath {
 	if e.cfg.Candidates {
 		for _, c := range candidates {
 			paths = append(paths, readPath{c.id, c.name, func(ctx context.Context) (ReadResult, error) { return e.readCSI(ctx, c.attrs) }})
+		}
+		if e.bigRequests {
+			// Volumes cannot ask for requests over 1 MiB (the node-wide
+			// limit): gcsfuse runs directly, the driver's flags otherwise.
+			args := withFlags(e.directArgs, bigRequestFlags)
+			paths = append(paths, readPath{pathBigRequests, "candidate: gcsfuse run directly, driver's flags but 4 MiB requests, 16 MiB read-ahead (needs max_pages_limit ≥ 1024)",
+				func(ctx context.Context) (ReadResult, error) { return e.readDirect(ctx, args) }})
 		}
 	}
 	return paths
@@ -103,19 +109,20 @@ type SmallResult struct {
 }
 
 // uploadSmall creates the small-file bucket with n objects of 4 KiB.
-func (e *Env) uploadSmall(n int) {
-	e.GCS.Server.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: smallBucket})
+func (e *Env) uploadSmall(n int) error {
+	if err := e.GCS.CreateBucket(smallBucket); err != nil {
+		return err
+	}
 	body := make([]byte, smallSize)
 	for i := range body {
 		body[i] = byte('a' + i%26)
 	}
-	objs := make([]fakestorage.Object, n)
-	for i := range objs {
-		objs[i] = fakestorage.Object{ObjectAttrs: fakestorage.ObjectAttrs{BucketName: smallBucket, Name: fmt.Sprintf("%s/f%05d", smallDir, i)}, Content: body}
+	for i := range n {
+		if err := e.GCS.Upload(smallBucket, fmt.Sprintf("%s/f%05d", smallDir, i), body); err != nil {
+			return err
+		}
 	}
-	for _, o := range objs {
-		e.GCS.Server.CreateObject(o)
-	}
+	return nil
 }
 
 // lsAndRead does the small-file run on dir (a mount's root).

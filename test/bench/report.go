@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -61,8 +62,10 @@ type Report struct {
 	// CSIvsDirectMin and Max bound the per-trial CSI/direct ratios: the
 	// noise the median sits in.
 	CSIvsDirectMin, CSIvsDirectMax float64
-	DriverRSS                      int64 // KiB, at the end of the run
-	DriverHWM                      int64 // KiB, peak
+	Scale                          *ScaleResult // nil if not measured
+	MaxPagesNote                   string       // what the bench did to max_pages_limit
+	DriverRSS                      int64        // KiB, at the end of the run
+	DriverHWM                      int64        // KiB, peak
 	DirectCmd                      string
 	WorkDir                        string // removed at the end unless Config.KeepDir
 	Elapsed                        time.Duration
@@ -254,7 +257,7 @@ func verdict(target string, meets bool) string {
 func (rep *Report) Print(w io.Writer) {
 	c := rep.Config
 	fmt.Fprintf(w, "## gcsfuse-csi node benchmark\n\n")
-	fmt.Fprintf(w, "fake-gcs-server (memory) on 127.0.0.1, in the bench process; fresh n=%d, staged n=%d, %d read trials (after %d untimed) of a %d MiB object.\n\n",
+	fmt.Fprintf(w, "fake-gcs-server (memory backend) on 127.0.0.1, a separate process (pinned by go.mod); fresh n=%d, staged n=%d, %d read trials (after %d untimed) of a %d MiB object.\n\n",
 		c.FreshN, c.StagedN, c.ReadTrials, c.ReadWarmup, c.ObjectMiB)
 	if len(rep.Latency) > 0 {
 		fmt.Fprintf(w, "### Latency\n\n| measurement | n | p50 | p90 | target | |\n|---|--:|--:|--:|---|---|\n")
@@ -283,6 +286,19 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	if sc := rep.Scale; sc != nil {
+		fmt.Fprintf(w, "### Processes and memory at scale (gcsfuse VmRSS summed, each target or volume having read a small object)\n\n")
+		fmt.Fprintf(w, "| measurement | gcsfuse processes | total gcsfuse RSS | per unit |\n|---|--:|--:|--:|\n")
+		mib := func(kib float64) string { return fmt.Sprintf("%.1f MiB", kib/1024) }
+		if sc.Targets > 0 {
+			fmt.Fprintf(w, "| one volume, 1 target | 1 | %s | |\n", mib(float64(sc.TargetsRSS1)))
+			fmt.Fprintf(w, "| one volume, %d targets | %d | %s | %s per extra target |\n", sc.Targets, sc.TargetsProcs, mib(float64(sc.TargetsRSS)), mib(sc.TargetsRSSPerExtra))
+		}
+		if sc.Volumes > 0 {
+			fmt.Fprintf(w, "| %d distinct volumes | %d | %s | %s per volume |\n", sc.Volumes, sc.VolumesProcs, mib(float64(sc.VolumesRSS)), mib(sc.VolumesRSSPerVolume))
+		}
+		fmt.Fprintln(w)
+	}
 	if rep.CSIvsDirect > 0 {
 		fmt.Fprintf(w, "- CSI/direct read: **%.3f**, per-trial %.3f–%.3f (target ≥ %.2f: %s)", rep.CSIvsDirect, rep.CSIvsDirectMin, rep.CSIvsDirectMax, targetCSIvsDirect, verdict("x", rep.CSIvsDirect >= targetCSIvsDirect))
 		if rep.CSIvsDirectMin < targetCSIvsDirect && rep.CSIvsDirectMax > 1/targetCSIvsDirect {
@@ -291,7 +307,20 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if len(rep.Reads) > 0 {
+		var at []string
+		for _, r := range rep.Reads {
+			if r.ID != pathRaw && r.VsRaw >= targetVsRaw {
+				at = append(at, fmt.Sprintf("%s (%.2f)", r.Name, r.VsRaw))
+			}
+		}
+		if len(at) == 0 {
+			at = []string{"none"}
+		}
+		fmt.Fprintf(w, "- At ≥ %.2f of the raw GET (median) in this run: %s.\n", targetVsRaw, strings.Join(at, "; "))
 		fmt.Fprintf(w, "- Ratios are medians of per-trial ratios (paths paired within a trial); peak RSS is the serving gcsfuse's VmHWM after the read.\n")
+	}
+	if rep.MaxPagesNote != "" {
+		fmt.Fprintf(w, "- max_pages_limit: %s.\n", strings.TrimSuffix(rep.MaxPagesNote, "."))
 	}
 	if rep.DriverRSS > 0 {
 		fmt.Fprintf(w, "- Driver memory at the end: VmRSS %.1f MiB, VmHWM %.1f MiB\n", float64(rep.DriverRSS)/1024, float64(rep.DriverHWM)/1024)
