@@ -1,9 +1,7 @@
 package chart
 
 import (
-	"flag"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -67,21 +65,8 @@ func secretNamespaces(t *testing.T, m *manifest) []string {
 // controller's own flag set and validates them as it would at start.
 func controllerFlags(args []string) (driver.ControllerOptions, int, error) {
 	var opts driver.ControllerOptions
-	if len(args) == 0 || args[0] != "controller" {
-		return opts, 0, fmt.Errorf("args %q: want the controller mode first", args)
-	}
-	fs := flag.NewFlagSet("gcsfuse-csi controller", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	opts.AddFlags(fs)
-	v := fs.Int("v", 0, "")
-	fs.String("vmodule", "", "")
-	if err := fs.Parse(args[1:]); err != nil {
-		return opts, 0, fmt.Errorf("args %q: %w", args, err)
-	}
-	if fs.NArg() > 0 {
-		return opts, 0, fmt.Errorf("args %q: stray arguments %q", args, fs.Args())
-	}
-	return opts, *v, opts.Validate()
+	v, err := modeFlags("controller", args, opts.AddFlags, opts.Validate)
+	return opts, v, err
 }
 
 // permission is one (API group, resource, verb) a rule grants.

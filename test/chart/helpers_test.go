@@ -274,21 +274,29 @@ func hostPathOf(spec *corev1.PodSpec, c *corev1.Container, p string) (string, *c
 // validates them as the driver would at start.
 func driverFlags(args []string) (driver.Options, int, error) {
 	var opts driver.Options
-	if len(args) == 0 || args[0] != "node" {
-		return opts, 0, fmt.Errorf("args %q: want the node mode first", args)
+	v, err := modeFlags("node", args, opts.AddFlags, opts.Validate)
+	return opts, v, err
+}
+
+// modeFlags parses args, which must start with mode, with the flags add
+// registers (plus klog's -v and -vmodule) and then runs validate; it
+// returns -v.
+func modeFlags(mode string, args []string, add func(*flag.FlagSet), validate func() error) (int, error) {
+	if len(args) == 0 || args[0] != mode {
+		return 0, fmt.Errorf("args %q: want the %s mode first", args, mode)
 	}
-	fs := flag.NewFlagSet("gcsfuse-csi node", flag.ContinueOnError)
+	fs := flag.NewFlagSet("gcsfuse-csi "+mode, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	opts.AddFlags(fs)
+	add(fs)
 	v := fs.Int("v", 0, "")
 	fs.String("vmodule", "", "")
 	if err := fs.Parse(args[1:]); err != nil {
-		return opts, 0, fmt.Errorf("args %q: %w", args, err)
+		return 0, fmt.Errorf("args %q: %w", args, err)
 	}
 	if fs.NArg() > 0 {
-		return opts, 0, fmt.Errorf("args %q: stray arguments %q", args, fs.Args())
+		return 0, fmt.Errorf("args %q: stray arguments %q", args, fs.Args())
 	}
-	return opts, *v, opts.Validate()
+	return *v, validate()
 }
 
 // mounterOptions are the flags the chart gives `gcsfuse-csi mounter`.
